@@ -1,0 +1,1 @@
+"""A single-node, Kafka-compatible broker for one machine (development and tests)."""

@@ -1,0 +1,1 @@
+"""WebSocket gateway: reps' clients in, suggestions out, Kafka behind."""

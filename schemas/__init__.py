@@ -1,0 +1,1 @@
+"""Event types crossing Kafka, their Avro schemas and the single-object codec."""

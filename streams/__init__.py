@@ -1,0 +1,1 @@
+"""Stream processing: Faust agents from transcript to streamed suggestion."""

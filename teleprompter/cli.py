@@ -1,0 +1,183 @@
+"""The `teleprompter` command line: one subcommand per process or tool in the contract."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from teleprompter.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_NOT_READY = 2
+
+
+def _settings(ctx: click.Context, **flags: Any) -> Settings:
+    """Settings from the environment with this command's flags on top; bad values exit 2."""
+    try:
+        settings = load_settings(**flags)
+    except SettingsError as exc:
+        click.echo(f"teleprompter: {exc}", err=True)
+        ctx.exit(EXIT_NOT_READY)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
+
+
+def _not_ready(what: str) -> NoReturn:
+    click.echo(f"teleprompter: `{what}` is not available yet in this build.", err=True)
+    sys.exit(EXIT_NOT_READY)
+
+
+def data_dir_option(func: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where state lives (default: .teleprompter, or TELEPROMPTER_DATA_DIR).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="teleprompter")
+def main() -> None:
+    """Real-time reply suggestions for reps on live calls."""
+
+
+@main.command()
+@click.option("--gateway-port", type=int, default=None, help="WebSocket gateway port (8080).")
+@click.option("--broker-port", type=int, default=None, help="Embedded broker port (9092).")
+@data_dir_option
+@click.option("--llm-ttft-ms", type=float, default=None, help="Simulator time to first token.")
+@click.option("--workers", type=int, default=None, help="Stream worker processes (1).")
+@click.pass_context
+def up(
+    ctx: click.Context,
+    gateway_port: int | None,
+    broker_port: int | None,
+    data_dir: Path | None,
+    llm_ttft_ms: float | None,
+    workers: int | None,
+) -> None:
+    """Run the whole system on this machine until Ctrl-C or SIGTERM."""
+    _settings(
+        ctx,
+        gateway_port=gateway_port,
+        broker_port=broker_port,
+        data_dir=data_dir,
+        llm_ttft_ms=llm_ttft_ms,
+        workers=workers,
+    )
+    _not_ready("up")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (9092).")
+@data_dir_option
+@click.pass_context
+def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
+    """Run the embedded Kafka-compatible broker alone."""
+    _settings(ctx, broker_port=port, data_dir=data_dir)
+    _not_ready("broker")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (8080).")
+@click.option("--gateway-id", default=None, help="Names this gateway's reply topic.")
+@click.pass_context
+def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> None:
+    """Run one WebSocket gateway."""
+    _settings(ctx, gateway_port=port, gateway_id=gateway_id)
+    _not_ready("gateway")
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run one stream-processing worker (Faust)."""
+    _settings(ctx)
+    _not_ready("worker")
+
+
+@main.command("llm-sim")
+@click.option("--port", type=int, default=None, help="Port to listen on (8000).")
+@click.option("--ttft-ms", type=float, default=None, help="Time to first token (300).")
+@click.option("--tokens-per-s", type=float, default=None, help="Streaming rate (40).")
+@click.pass_context
+def llm_sim(
+    ctx: click.Context, port: int | None, ttft_ms: float | None, tokens_per_s: float | None
+) -> None:
+    """Serve an OpenAI-compatible streaming endpoint for offline use and benchmarks."""
+    _settings(ctx, llm_sim_port=port, llm_ttft_ms=ttft_ms, llm_tokens_per_s=tokens_per_s)
+    _not_ready("llm-sim")
+
+
+@main.group()
+def topics() -> None:
+    """Provision or inspect the topic catalog."""
+
+
+@topics.command("create")
+@click.pass_context
+def topics_create(ctx: click.Context) -> None:
+    """Create every catalog topic that is missing; report those that differ."""
+    _settings(ctx)
+    _not_ready("topics create")
+
+
+@topics.command("list")
+@click.pass_context
+def topics_list(ctx: click.Context) -> None:
+    """List the catalog and whether each topic exists."""
+    _settings(ctx)
+    _not_ready("topics list")
+
+
+@topics.command("describe")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def topics_describe(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Partitions, configs and offsets of catalog topics."""
+    _settings(ctx)
+    _not_ready("topics describe")
+
+
+@main.command()
+@click.option("--conversation", required=True, help="The conversation the token is bound to.")
+@click.option("--rep", default=None, help="The rep's name, carried in the token.")
+@click.option("--ttl", type=float, default=None, help="Lifetime in seconds (8 h).")
+@data_dir_option
+@click.pass_context
+def token(
+    ctx: click.Context, conversation: str, rep: str | None, ttl: float | None, data_dir: Path | None
+) -> None:
+    """Print a signed client token for one conversation."""
+    _settings(ctx, token_ttl_s=ttl, data_dir=data_dir)
+    _not_ready("token")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Latency and load benchmark."""
+    _settings(ctx)
+    _not_ready("bench")
+
+
+@main.command()
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Print the effective settings, secrets masked."""
+    settings = _settings(ctx)
+    width = max(len(name) for name in settings.masked())
+    for name, value in settings.masked().items():
+        click.echo(f"{name.ljust(width)}  {value}")

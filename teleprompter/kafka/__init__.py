@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every process: the topic catalog, provisioning, client configs."""

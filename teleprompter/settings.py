@@ -1,0 +1,161 @@
+"""The one typed settings object, read from flags and the environment and passed in."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+AsrDevice = Literal["cpu", "cuda", "auto"]
+
+DEFAULT_DATA_DIR: Final = Path(".teleprompter")
+SECRET_FILE_NAME: Final = "secret"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the system cannot run with; the message names the setting."""
+
+
+def _default_gateway_id() -> str:
+    # Reply topics are named after the gateway, so the id must be a legal topic-name fragment.
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"gw-{host}"[:48]
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Environment: `TELEPROMPTER_<NAME>`, plus the Kafka/OpenAI names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TELEPROMPTER_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- where things run -------------------------------------------------------------------
+    data_dir: Path = DEFAULT_DATA_DIR
+    log_level: LogLevel = "INFO"
+
+    # --- Kafka ------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Kafka to use; unset means the embedded broker.",
+    )
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(default=9092, ge=0, le=65535)
+    topic_prefix: str = Field(default="tp", pattern=r"^[A-Za-z0-9_-]+$")
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+
+    # --- gateway ----------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_id: str = Field(default_factory=_default_gateway_id, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for client tokens; unset means a generated one under data_dir.",
+    )
+    token_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    max_msg_size: int = Field(default=1024 * 1024, ge=1024, description="bytes per WebSocket frame")
+    heartbeat_s: float = Field(default=30.0, gt=0)
+    client_timeout_s: float = Field(default=45.0, gt=0)
+    send_queue_size: int = Field(default=256, ge=1, description="messages buffered per client")
+
+    # --- turns and context ------------------------------------------------------------------
+    turn_pause_ms: float = Field(default=600.0, ge=0)
+    context_window_s: float = Field(default=90.0, gt=0)
+    conversation_idle_s: float = Field(default=1800.0, gt=0)
+
+    # --- LLM --------------------------------------------------------------------------------
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"),
+        description="OpenAI-compatible endpoint; unset means the built-in simulator.",
+    )
+    openai_api_key: SecretStr = Field(
+        default=SecretStr("sk-local-simulator"),
+        validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"),
+    )
+    llm_model: str = "gpt-4o-mini"
+    summary_model: str = "gpt-4o-mini"
+    llm_max_tokens: int = Field(default=120, ge=1, le=4096)
+    llm_temperature: float = Field(default=0.4, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(default=20.0, gt=0)
+    llm_max_streams: int = Field(default=64, ge=1, description="M: concurrent streams per worker")
+    llm_max_waiting: int = Field(default=3, ge=0, description="N: turns allowed to wait for a slot")
+    llm_sim_port: int = Field(default=8000, ge=0, le=65535)
+    llm_ttft_ms: float = Field(default=300.0, ge=0)
+    llm_tokens_per_s: float = Field(default=40.0, gt=0)
+
+    # --- speech recognition -----------------------------------------------------------------
+    asr_model: str | None = Field(
+        default=None,
+        description="CTranslate2 model directory or name; unset means the bundled tiny.en.",
+    )
+    asr_device: AsrDevice = "cpu"
+    asr_compute_type: str = "int8"
+    asr_endpoint_silence_ms: float = Field(default=300.0, ge=50)
+
+    # --- processes --------------------------------------------------------------------------
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("kafka_bootstrap_servers", "openai_base_url", "asr_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def llm_base_url(self) -> str:
+        return self.openai_base_url or f"http://127.0.0.1:{self.llm_sim_port}/v1"
+
+    def masked(self) -> dict[str, str]:
+        """Effective values for display; secrets show only whether they are set."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "********" if value.get_secret_value() else "(empty)"
+            elif value is None:
+                shown[name] = "(unset)"
+            else:
+                shown[name] = str(value)
+        return shown
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit overrides (flags); None means not given."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{_env_name(name)}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _env_name(field: str) -> str:
+    field_info = Settings.model_fields.get(field)
+    if field_info is not None and isinstance(field_info.validation_alias, AliasChoices):
+        first = field_info.validation_alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return f"TELEPROMPTER_{field.upper()}"
