@@ -1,0 +1,95 @@
+"""Debounce and coalesce a transcript into turns: one suggestion request per customer thought."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Final
+
+from schemas.events import TranscriptSegment, Turn, TurnReason
+
+logger = logging.getLogger(__name__)
+
+# A sentence is over when its last word is followed by terminal punctuation, maybe in quotes.
+_SENTENCE_END: Final = re.compile(r"[.?!…][\"')\]]*\s*$")
+MAX_PENDING_CHARS: Final = 4000
+
+
+@dataclass(kw_only=True)
+class _Pending:
+    """Customer text heard since the last turn, waiting for a sentence end or a pause."""
+
+    texts: list[str] = field(default_factory=list)
+    deadline_ms: float | None = None
+    trace: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.texts)
+
+
+class TurnCoalescer:
+    """Turns a transcript stream into turns.
+
+    A final customer chunk that ends a sentence makes a turn at once; otherwise the turn waits for
+    `pause_ms` without new customer speech (partials count as speech: the customer is still
+    talking). Rep speech never makes a turn. Time is passed in, so the agent owns the clock.
+    """
+
+    def __init__(self, *, pause_ms: float = 600.0) -> None:
+        self._pause_ms = pause_ms
+        self._pending: dict[str, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def accept(self, segment: TranscriptSegment, *, now_ms: float) -> Turn | None:
+        """Take one segment; return the turn it completes, if any."""
+        cid = segment.conversation_id
+        if segment.end_of_conversation:
+            self._pending.pop(cid, None)
+            return None
+        if segment.speaker != "customer":
+            return None
+        text = segment.text.strip()
+        pending = self._pending.get(cid)
+        if not segment.final:
+            if pending is not None:
+                pending.deadline_ms = now_ms + self._pause_ms
+            return None
+        if not text:
+            return None
+        if pending is None:
+            pending = self._pending[cid] = _Pending()
+        pending.texts.append(text)
+        pending.trace = dict(segment.trace)
+        if _SENTENCE_END.search(text) or len(pending.text) >= MAX_PENDING_CHARS:
+            return self._emit(cid, reason="sentence_end")
+        pending.deadline_ms = now_ms + self._pause_ms
+        return None
+
+    def next_deadline_ms(self) -> float | None:
+        """When the earliest waiting turn is due, for the agent's timer."""
+        deadlines = [p.deadline_ms for p in self._pending.values() if p.deadline_ms is not None]
+        return min(deadlines, default=None)
+
+    def due(self, *, now_ms: float) -> list[Turn]:
+        """Turns whose pause has run out."""
+        ready = [
+            cid
+            for cid, pending in self._pending.items()
+            if pending.deadline_ms is not None and pending.deadline_ms <= now_ms
+        ]
+        return [self._emit(cid, reason="pause") for cid in ready]
+
+    def _emit(self, conversation_id: str, *, reason: TurnReason) -> Turn:
+        pending = self._pending.pop(conversation_id)
+        return Turn(
+            conversation_id=conversation_id,
+            turn_id=uuid.uuid4().hex[:16],
+            text=pending.text,
+            reason=reason,
+            trace=pending.trace,
+        )
