@@ -59,7 +59,7 @@ _INT32 = struct.Struct(">i")
 # --- layouts aiokafka does not ship ----------------------------------------------------------
 
 
-class ApiVersionsResponseV3(Response):
+class ApiVersionsResponseV3(Response):  # type: ignore[misc]  # aiokafka ships no types
     API_KEY = 18
     API_VERSION = 3
     SCHEMA = Schema(
@@ -78,7 +78,7 @@ class ApiVersionsResponseV3(Response):
     )
 
 
-class ApiVersionsRequestV3(RequestStruct):
+class ApiVersionsRequestV3(RequestStruct):  # type: ignore[misc]  # aiokafka ships no types
     FLEXIBLE_VERSION = True
     API_KEY = 18
     API_VERSION = 3
@@ -90,7 +90,7 @@ class ApiVersionsRequestV3(RequestStruct):
     )
 
 
-class OffsetDeleteResponseV0(Response):
+class OffsetDeleteResponseV0(Response):  # type: ignore[misc]  # aiokafka ships no types
     API_KEY = 47
     API_VERSION = 0
     SCHEMA = Schema(
@@ -106,7 +106,7 @@ class OffsetDeleteResponseV0(Response):
     )
 
 
-class OffsetDeleteRequestV0(RequestStruct):
+class OffsetDeleteRequestV0(RequestStruct):  # type: ignore[misc]  # aiokafka ships no types
     API_KEY = 47
     API_VERSION = 0
     RESPONSE_TYPE = OffsetDeleteResponseV0
@@ -114,7 +114,9 @@ class OffsetDeleteRequestV0(RequestStruct):
         ("group_id", String("utf-8")),
         (
             "topics",
-            Array(("name", String("utf-8")), ("partitions", Array(Schema(("partition_index", Int32))))),
+            Array(
+                ("name", String("utf-8")), ("partitions", Array(Schema(("partition_index", Int32))))
+            ),
         ),
     )
 
@@ -139,11 +141,24 @@ class ApiSpec:
         return max(self.requests)
 
 
+# ApiVersionRequest_v2 names the v1 response class, whose fields are exactly v2's.
+_SAME_RESPONSE_LAYOUT: Final = {(18, 2)}
+
+
 def _spec(key: int, name: str, *classes: type[RequestStruct]) -> ApiSpec:
     requests = {cls.API_VERSION: cls for cls in classes}
-    # ApiVersions advertises a range, so the versions served must have no gaps.
+    # ApiVersions advertises a range, so the versions served must have no gaps; and each request
+    # must answer with its own version's layout (aiokafka pairs DescribeGroups v3 with the v2
+    # response, so v3 is not served).
     contiguous = sorted(requests) == list(range(min(requests), max(requests) + 1))
-    if any(cls.API_KEY != key for cls in classes) or len(requests) != len(classes) or not contiguous:
+    mispaired = [
+        cls
+        for cls in classes
+        if cls.RESPONSE_TYPE.API_VERSION != cls.API_VERSION
+        and (key, cls.API_VERSION) not in _SAME_RESPONSE_LAYOUT
+    ]
+    duplicated = len(requests) != len(classes)
+    if any(key != cls.API_KEY for cls in classes) or duplicated or not contiguous or mispaired:
         raise RuntimeError(f"inconsistent request layouts for {name}")
     return ApiSpec(key, name, requests)
 
@@ -174,7 +189,11 @@ APIS: Final[Mapping[int, ApiSpec]] = {
             fetch.FetchRequest_v11,
         ),
         _spec(
-            2, "ListOffsets", offset.OffsetRequest_v1, offset.OffsetRequest_v2, offset.OffsetRequest_v3
+            2,
+            "ListOffsets",
+            offset.OffsetRequest_v1,
+            offset.OffsetRequest_v2,
+            offset.OffsetRequest_v3,
         ),
         _spec(
             3,
@@ -216,7 +235,6 @@ APIS: Final[Mapping[int, ApiSpec]] = {
             admin.DescribeGroupsRequest_v0,
             admin.DescribeGroupsRequest_v1,
             admin.DescribeGroupsRequest_v2,
-            admin.DescribeGroupsRequest_v3,
         ),
         _spec(16, "ListGroups", admin.ListGroupsRequest_v0, admin.ListGroupsRequest_v1),
         _spec(
@@ -253,7 +271,10 @@ APIS: Final[Mapping[int, ApiSpec]] = {
         ),
         _spec(33, "AlterConfigs", admin.AlterConfigsRequest_v0, admin.AlterConfigsRequest_v1),
         _spec(
-            37, "CreatePartitions", admin.CreatePartitionsRequest_v0, admin.CreatePartitionsRequest_v1
+            37,
+            "CreatePartitions",
+            admin.CreatePartitionsRequest_v0,
+            admin.CreatePartitionsRequest_v1,
         ),
         _spec(42, "DeleteGroups", admin.DeleteGroupsRequest_v0, admin.DeleteGroupsRequest_v1),
         _spec(47, "OffsetDelete", OffsetDeleteRequestV0),
@@ -323,7 +344,8 @@ def parse_request(frame: bytes) -> Request:
     try:
         if request_class.FLEXIBLE_VERSION:
             TaggedFields.decode(buffer)  # header tags: none are defined that we use
-        body = request_class.decode(buffer).to_object()
+        values = request_class.SCHEMA.decode(buffer)
+        body = _to_dict(request_class.SCHEMA, values)
     except (ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
         raise MalformedRequestError(
             f"{spec.name} v{header.api_version} body does not parse: {exc}"
@@ -331,26 +353,47 @@ def parse_request(frame: bytes) -> Request:
     return Request(header, spec, body)
 
 
+def _to_dict(schema: Schema, values: Sequence[Any]) -> dict[str, Any]:
+    """Decoded positional values as nested dicts by field name (null arrays stay None)."""
+    result: dict[str, Any] = {}
+    for name, field, value in zip(schema.names, schema.fields, values, strict=True):
+        if isinstance(field, Schema):
+            result[name] = _to_dict(field, value)
+        elif isinstance(field, Array) and isinstance(field.array_of, Schema) and value is not None:
+            item_schema = field.array_of
+            result[name] = [_to_dict(item_schema, item) for item in value]
+        else:
+            result[name] = value
+    return result
+
+
 # --- responses --------------------------------------------------------------------------------
 
 _MISSING: Final = object()
 
 
+_ZERO_VALUES: Final[dict[Any, Any]] = {
+    Int8: 0,
+    Int16: 0,
+    Int32: 0,
+    Int64: 0,
+    UnsignedVarInt32: 0,
+    Boolean: False,
+    Bytes: None,
+}
+
+
 def _default(field: Any) -> Any:
-    if field in (Int8, Int16, Int32, Int64, UnsignedVarInt32):
-        return 0
-    if field is Boolean:
-        return False
     if field is TaggedFields:
         return {}
-    if field is Bytes:
-        return None
     if isinstance(field, String):
         return ""
     if isinstance(field, Array):
         return []
     if isinstance(field, Schema):
         return _values(field, {})
+    if field in _ZERO_VALUES:
+        return _ZERO_VALUES[field]
     raise TypeError(f"no default for field type {field!r}")
 
 
@@ -379,7 +422,7 @@ def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     """
     request_class = request.spec.requests[request.header.api_version]
     response_class = request_class.RESPONSE_TYPE
-    payload = response_class.SCHEMA.encode(_values(response_class.SCHEMA, body))
+    payload: bytes = response_class.SCHEMA.encode(_values(response_class.SCHEMA, body))
     # ApiVersions answers always use response header v0, even in flexible versions (KIP-511).
     header = _INT32.pack(request.header.correlation_id)
     if request_class.FLEXIBLE_VERSION and request.header.api_key != API_VERSIONS_KEY:
@@ -387,13 +430,15 @@ def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     return _INT32.pack(len(header) + len(payload)) + header + payload
 
 
-def api_versions_error_frame(correlation_id: int, api_versions: Sequence[Mapping[str, int]]) -> bytes:
+def api_versions_error_frame(
+    correlation_id: int, api_versions: Sequence[Mapping[str, int]]
+) -> bytes:
     """ApiVersions v0 answer with UNSUPPORTED_VERSION, for a client asking a newer version.
 
     Per KIP-511 the client then retries with the highest version listed for key 18.
     """
     response = admin.ApiVersionResponse_v0
-    payload = response.SCHEMA.encode(
+    payload: bytes = response.SCHEMA.encode(
         _values(response.SCHEMA, {"error_code": 35, "api_versions": api_versions})
     )
     header = _INT32.pack(correlation_id)

@@ -8,6 +8,7 @@ ListOffsets-by-timestamp precisely.
 from __future__ import annotations
 
 import logging
+import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ BATCH_HEADER_SIZE: Final = _BATCH_HEADER.size  # 61
 LOG_OVERHEAD: Final = 12  # baseOffset and batchLength precede the length-counted part
 _CRC_START: Final = 21  # the CRC covers attributes onwards
 _BASE_OFFSET: Final = struct.Struct(">q")
+
+ByteSource = bytes | bytearray | memoryview | mmap.mmap
 
 TRANSACTIONAL_FLAG: Final = 0x10
 CONTROL_FLAG: Final = 0x20
@@ -57,7 +60,7 @@ class BatchHeader:
         return self.base_sequence + self.last_offset_delta
 
 
-def read_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:
+def read_header(buffer: ByteSource, position: int = 0) -> BatchHeader:
     """The header of the batch at `position`; checks only that the header itself is sane."""
     if len(buffer) - position < BATCH_HEADER_SIZE:
         raise InvalidBatchError("truncated batch header")
@@ -97,7 +100,7 @@ def read_header(buffer: bytes | memoryview, position: int = 0) -> BatchHeader:
     )
 
 
-def check_crc(buffer: bytes | memoryview, position: int, header: BatchHeader) -> bool:
+def check_crc(buffer: ByteSource, position: int, header: BatchHeader) -> bool:
     end = position + header.size
     if end > len(buffer):
         return False
@@ -105,7 +108,7 @@ def check_crc(buffer: bytes | memoryview, position: int, header: BatchHeader) ->
     return bool(calc_crc32c(bytes(buffer[position + _CRC_START : end])) == stored)
 
 
-def iter_batches(buffer: bytes | memoryview, *, verify_crc: bool) -> Iterator[BatchHeader]:
+def iter_batches(buffer: ByteSource, *, verify_crc: bool) -> Iterator[BatchHeader]:
     """Every complete batch in `buffer`; raises InvalidBatchError at the first bad one."""
     position = 0
     while position < len(buffer):
@@ -134,7 +137,7 @@ def first_at_or_after(batch: bytes, timestamp_ms: int) -> tuple[int, int] | None
             if record.timestamp >= timestamp_ms:
                 return record.offset, record.timestamp
         return None
-    except Exception:  # noqa: BLE001 - any codec failure degrades to the batch-level answer
+    except Exception:  # any codec failure degrades to the batch-level answer
         header = read_header(batch)
         logger.debug("cannot open batch at offset %d for timestamp lookup", header.base_offset)
         if header.max_timestamp >= timestamp_ms:

@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=200_000, help="calls per measurement")
     parser.add_argument("--repeat", type=int, default=5, help="measurements; the best is shown")
     args = parser.parse_args()
+    number: int = args.number
+    repeat: int = args.repeat
 
     codec = default_codec()
     event = _typical_delta()
@@ -47,14 +49,19 @@ def main() -> None:
     assert codec.decode(data) == event, "round trip changed the event"
 
     def best_us(stmt: str) -> float:
-        namespace = {"codec": codec, "event": event, "data": data, "SuggestionEvent": SuggestionEvent}
-        times = timeit.repeat(stmt, globals=namespace, number=args.number, repeat=args.repeat)
-        return min(times) / args.number * 1e6
+        namespace = {
+            "codec": codec,
+            "event": event,
+            "data": data,
+            "SuggestionEvent": SuggestionEvent,
+        }
+        times = timeit.repeat(stmt, globals=namespace, number=number, repeat=repeat)
+        return min(times) / number * 1e6
 
     encode_us = best_us("codec.encode(event)")
     decode_us = best_us("codec.decode(data)")
     decode_as_us = best_us("codec.decode_as(data, SuggestionEvent)")
-    print(f"SuggestionEvent delta, {len(data)} bytes on the wire (best of {args.repeat}):")
+    print(f"SuggestionEvent delta, {len(data)} bytes on the wire (best of {repeat}):")
     print(f"  encode     {encode_us:6.2f} µs")
     print(f"  decode     {decode_us:6.2f} µs")
     print(f"  decode_as  {decode_as_us:6.2f} µs")

@@ -45,7 +45,7 @@ class _Route:
         self.reader = reader
         self.event_type = event_type
         # No reader schema when writer and reader are one version: fastavro then skips resolution.
-        self.reader_schema = None if writer is reader else reader.parsed
+        self.reader_schema: dict[str, Any] | None = None if writer is reader else reader.parsed
 
 
 class EventCodec:
@@ -119,7 +119,7 @@ class EventCodec:
         return event
 
     def _route(self, data: bytes, topic: str | None, offset: int | None) -> _Route:
-        if not data or data[:2] != SINGLE_OBJECT_MARKER[: len(data)]:
+        if data[:2] != SINGLE_OBJECT_MARKER:
             raise NotSingleObjectError(
                 f"not an Avro single-object record: {len(data)} bytes starting "
                 f"{data[:2].hex() or '(empty)'}, expected marker {SINGLE_OBJECT_MARKER.hex()}",
@@ -149,9 +149,7 @@ class EventCodec:
         buffer = io.BytesIO(data)
         buffer.seek(HEADER_SIZE)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(
-                buffer, route.writer.parsed, route.reader_schema
-            )
+            record = fastavro.schemaless_reader(buffer, route.writer.parsed, route.reader_schema)
         except SchemaResolutionError as exc:
             raise SchemaMismatchError(
                 f"cannot read {route.writer} as {route.reader}: {_cause(exc)}",
@@ -178,6 +176,10 @@ class EventCodec:
                 f"{trailing} bytes left after a complete {route.writer} record",
                 topic=topic,
                 offset=offset,
+            )
+        if not isinstance(record, dict):  # a record schema always reads as a dict
+            raise SchemaMismatchError(
+                f"{route.writer} did not read as a record", topic=topic, offset=offset
             )
         try:
             return route.event_type(**record)

@@ -8,6 +8,7 @@ Loading checks each newest schema against its event dataclass, so the two cannot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -45,9 +46,9 @@ class SchemaVersion:
     path: Path
     canonical_form: str
     fingerprint: bytes
-    parsed: Mapping[str, Any]
+    parsed: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def header(self) -> bytes:
         """The single-object header: marker, then the fingerprint as written on the wire."""
         return SINGLE_OBJECT_MARKER + self.fingerprint
@@ -67,7 +68,9 @@ class EventSchemas:
 
     @classmethod
     def load(
-        cls, schema_dir: Path = PACKAGED_SCHEMA_DIR, event_types: Iterable[type[Event]] = EVENT_TYPES
+        cls,
+        schema_dir: Path = PACKAGED_SCHEMA_DIR,
+        event_types: Iterable[type[Event]] = EVENT_TYPES,
     ) -> EventSchemas:
         by_name = {event_type.schema_name: event_type for event_type in event_types}
         versions: dict[str, list[SchemaVersion]] = {}
@@ -89,12 +92,13 @@ class EventSchemas:
             raise SchemaDefinitionError(
                 f"schemas in {schema_dir} for records no event class has: {', '.join(unknown)}"
             )
+        missing = sorted(set(by_name) - set(versions))
+        if missing:
+            raise SchemaDefinitionError(
+                f"no schema in {schema_dir} for event classes: {', '.join(missing)}"
+            )
         newest: dict[type[Event], SchemaVersion] = {}
         for name, event_type in by_name.items():
-            if name not in versions:
-                raise SchemaDefinitionError(
-                    f"event class {event_type.__name__} has no schema {name!r} in {schema_dir}"
-                )
             latest = max(versions[name], key=lambda version: version.version)
             _check_matches_class(latest, event_type)
             newest[event_type] = latest
@@ -130,7 +134,7 @@ def _load_version(path: Path, version: int) -> SchemaVersion:
         parsed = fastavro.parse_schema(_without_epoch_ms_types(raw))
     except (OSError, ValueError, KeyError, TypeError, SchemaParseException) as exc:
         raise SchemaDefinitionError(f"{path}: not a valid Avro schema: {exc}") from exc
-    if not isinstance(raw, dict) or raw.get("type") != "record":
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise SchemaDefinitionError(f"{path}: an event schema must be one Avro record")
     full_name = str(parsed["name"])
     namespace, _, name = full_name.rpartition(".")

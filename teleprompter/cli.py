@@ -69,7 +69,9 @@ def up(
     workers: int | None,
 ) -> None:
     """Run the whole system on this machine until Ctrl-C or SIGTERM."""
-    _settings(
+    from teleprompter.up import run  # noqa: PLC0415  # keeps other commands' start-up light
+
+    settings = _settings(
         ctx,
         gateway_port=gateway_port,
         broker_port=broker_port,
@@ -77,7 +79,7 @@ def up(
         llm_ttft_ms=llm_ttft_ms,
         workers=workers,
     )
-    _not_ready("up")
+    ctx.exit(run(settings))
 
 
 @main.command()
@@ -86,8 +88,17 @@ def up(
 @click.pass_context
 def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
     """Run the embedded Kafka-compatible broker alone."""
-    _settings(ctx, broker_port=port, data_dir=data_dir)
-    _not_ready("broker")
+    import asyncio  # noqa: PLC0415  # only this command runs an event loop here
+
+    from broker import EmbeddedBroker, serve_until_signalled  # noqa: PLC0415  # keeps start-up light
+
+    settings = _settings(ctx, broker_port=port, data_dir=data_dir)
+    embedded = EmbeddedBroker(
+        host=settings.broker_host,
+        port=settings.broker_port,
+        data_dir=settings.data_dir / "broker",
+    )
+    asyncio.run(serve_until_signalled(embedded))
 
 
 @main.command()
@@ -96,16 +107,24 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
 @click.pass_context
 def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> None:
     """Run one WebSocket gateway."""
-    _settings(ctx, gateway_port=port, gateway_id=gateway_id)
-    _not_ready("gateway")
+    settings = _settings(ctx, gateway_port=port, gateway_id=gateway_id)
+    from gateway.server import run  # noqa: PLC0415  # only this command needs aiohttp and Kafka
+    from teleprompter.tokens import SecretError  # noqa: PLC0415  # imported with the gateway
+
+    try:
+        run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
+    except SecretError as exc:
+        click.echo(f"teleprompter: {exc}", err=True)
+        ctx.exit(EXIT_NOT_READY)
 
 
 @main.command()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run one stream-processing worker (Faust)."""
-    _settings(ctx)
-    _not_ready("worker")
+    from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
+
+    run(_settings(ctx))
 
 
 @main.command("llm-sim")
@@ -117,8 +136,10 @@ def llm_sim(
     ctx: click.Context, port: int | None, ttft_ms: float | None, tokens_per_s: float | None
 ) -> None:
     """Serve an OpenAI-compatible streaming endpoint for offline use and benchmarks."""
-    _settings(ctx, llm_sim_port=port, llm_ttft_ms=ttft_ms, llm_tokens_per_s=tokens_per_s)
-    _not_ready("llm-sim")
+    settings = _settings(ctx, llm_sim_port=port, llm_ttft_ms=ttft_ms, llm_tokens_per_s=tokens_per_s)
+    from streams.llm_sim.server import run  # noqa: PLC0415 - only this command needs aiohttp
+
+    run(settings)
 
 
 @main.group()
@@ -130,25 +151,28 @@ def topics() -> None:
 @click.pass_context
 def topics_create(ctx: click.Context) -> None:
     """Create every catalog topic that is missing; report those that differ."""
-    _settings(ctx)
-    _not_ready("topics create")
+    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+
+    ctx.exit(topic_commands.create(_settings(ctx)))
 
 
 @topics.command("list")
 @click.pass_context
 def topics_list(ctx: click.Context) -> None:
     """List the catalog and whether each topic exists."""
-    _settings(ctx)
-    _not_ready("topics list")
+    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+
+    ctx.exit(topic_commands.list_catalog(_settings(ctx)))
 
 
 @topics.command("describe")
 @click.argument("names", nargs=-1)
 @click.pass_context
 def topics_describe(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Partitions, configs and offsets of catalog topics."""
-    _settings(ctx)
-    _not_ready("topics describe")
+    """Partitions, configs and offsets of catalog topics (default: all under the prefix)."""
+    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+
+    ctx.exit(topic_commands.describe(_settings(ctx), names))
 
 
 @main.command()
@@ -161,8 +185,15 @@ def token(
     ctx: click.Context, conversation: str, rep: str | None, ttl: float | None, data_dir: Path | None
 ) -> None:
     """Print a signed client token for one conversation."""
-    _settings(ctx, token_ttl_s=ttl, data_dir=data_dir)
-    _not_ready("token")
+    from teleprompter.tokens import SecretError, TokenSigner, resolve_secret  # noqa: PLC0415  # PyJWT only here
+
+    settings = _settings(ctx, token_ttl_s=ttl, data_dir=data_dir)
+    try:
+        signer = TokenSigner(resolve_secret(settings))
+        click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
+    except (SecretError, ValueError) as exc:
+        click.echo(f"teleprompter: {exc}", err=True)
+        ctx.exit(EXIT_NOT_READY)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

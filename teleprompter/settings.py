@@ -5,9 +5,16 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
@@ -25,7 +32,9 @@ class SettingsError(ValueError):
 
 def _default_gateway_id() -> str:
     # Reply topics are named after the gateway, so the id must be a legal topic-name fragment.
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    host = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in socket.gethostname()
+    )
     return f"gw-{host}"[:48]
 
 
@@ -107,10 +116,18 @@ class Settings(BaseSettings):
     # --- processes --------------------------------------------------------------------------
     workers: int = Field(default=1, ge=1, le=64)
 
-    @field_validator("kafka_bootstrap_servers", "openai_base_url", "asr_model", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # `KAFKA_BOOTSTRAP_SERVERS=` (or a blank flag) means "not set": the default applies.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     # --- derived ----------------------------------------------------------------------------
     @property
@@ -140,16 +157,44 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment plus explicit overrides (flags); None means not given."""
+    """Build settings from the environment plus explicit overrides (flags).
+
+    An override of None means the flag was not given; an empty or blank value, from a flag or
+    the environment, means unset.
+    """
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"load_settings got overrides that are not settings: {unknown}")
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = ".".join(str(part) for part in error["loc"]) or "settings"
-            problems.append(f"{_env_name(name)}: {error['msg']} (got {error.get('input')!r})")
+            field = _field_name(str(error["loc"][0])) if error["loc"] else "settings"
+            # A secret's rejected value is never shown, not even in an error.
+            got = "" if field in _secret_fields() else f" (got {error.get('input')!r})"
+            problems.append(f"{field} ({_env_name(field)}): {error['msg']}{got}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _field_name(loc: str) -> str:
+    """The setting an error is about; errors from `KAFKA_BOOTSTRAP_SERVERS` name the alias."""
+    for name, field_info in Settings.model_fields.items():
+        alias = field_info.validation_alias
+        if isinstance(alias, AliasChoices) and loc.lower() in (
+            str(choice).lower() for choice in alias.choices
+        ):
+            return name
+    return loc
+
+
+def _secret_fields() -> set[str]:
+    return {
+        name
+        for name, field_info in Settings.model_fields.items()
+        if SecretStr in (field_info.annotation, *get_args(field_info.annotation))
+    }
 
 
 def _env_name(field: str) -> str:

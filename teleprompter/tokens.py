@@ -101,8 +101,8 @@ class TokenSigner:
 
     def issue(
         self,
-        *,
         conversation_id: str,
+        *,
         ttl_s: float,
         rep: str | None = None,
         now: float | None = None,

@@ -1,0 +1,668 @@
+"""One handler per Kafka API: request dict in, response dict out (see protocol.encode_response).
+
+Handlers answer every refusal with the protocol's error code for the topic, partition or group
+concerned; an exception escaping a handler is a broker bug, and the server then drops only
+that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from broker.errors import BrokerError, ErrorCode
+from broker.groups import GroupCoordinator
+from broker.log import PartitionLog
+from broker.offsets import OffsetStore
+from broker.protocol import Request, advertised_versions
+from broker.records import CONTROL_FLAG, TRANSACTIONAL_FLAG, InvalidBatchError, iter_batches
+from broker.storage import BrokerIdentity
+from broker.topics import TopicStore, validate_configs
+
+logger = logging.getLogger(__name__)
+
+ResponseBody = dict[str, Any]
+Handler = Callable[[Request, str], Awaitable[ResponseBody | None]]
+
+_LATEST: Final = -1
+_EARLIEST: Final = -2
+_MAX_OFFSET_METADATA: Final = 4096
+_OFFSET_METADATA_TOO_LARGE: Final = 12
+_TOPIC_RESOURCE: Final = 2
+_BROKER_RESOURCE: Final = 4
+_CONFIG_SOURCE_TOPIC: Final = 1
+_CONFIG_SOURCE_STATIC_BROKER: Final = 4
+_CONFIG_SOURCE_DEFAULT: Final = 5
+_NO_TRANSACTIONS: Final = "transactions are not supported by the embedded broker"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """What clients are told about this broker."""
+
+    node_id: int
+    host: str
+    port: int
+    cluster_id: str
+    auto_create_topics: bool
+    default_partitions: int
+
+
+class RequestHandlers:
+    """The broker's APIs, keyed by API key, over its topic, offset and group state."""
+
+    def __init__(
+        self,
+        *,
+        info: BrokerInfo,
+        topics: TopicStore,
+        offsets: OffsetStore,
+        groups: GroupCoordinator,
+        identity: BrokerIdentity,
+    ) -> None:
+        self._info = info
+        self._topics = topics
+        self._offsets = offsets
+        self._groups = groups
+        self._identity = identity
+        self.routes: dict[int, Handler] = {
+            0: self.produce,
+            1: self.fetch,
+            2: self.list_offsets,
+            3: self.metadata,
+            8: self.offset_commit,
+            9: self.offset_fetch,
+            10: self.find_coordinator,
+            11: self.join_group,
+            12: self.heartbeat,
+            13: self.leave_group,
+            14: self.sync_group,
+            15: self.describe_groups,
+            16: self.list_groups,
+            18: self.api_versions,
+            19: self.create_topics,
+            20: self.delete_topics,
+            22: self.init_producer_id,
+            32: self.describe_configs,
+            33: self.alter_configs,
+            37: self.create_partitions,
+            42: self.delete_groups,
+            47: self.offset_delete,
+        }
+
+    # --- cluster ---------------------------------------------------------------------------
+
+    async def api_versions(self, request: Request, peer: str) -> ResponseBody:
+        return {"error_code": 0, "api_versions": advertised_versions(), "throttle_time_ms": 0}
+
+    async def metadata(self, request: Request, peer: str) -> ResponseBody:
+        wanted: list[str] | None = request.body["topics"]
+        if wanted is None or (request.header.api_version == 0 and not wanted):
+            names = self._topics.names()
+        else:
+            names = list(dict.fromkeys(wanted))
+        auto_create = self._info.auto_create_topics and request.body.get(
+            "allow_auto_topic_creation", True
+        )
+        node = self._info.node_id
+        topics = []
+        for name in names:
+            topic = self._topics.get(name)
+            error = ErrorCode.NONE
+            if topic is None:
+                if auto_create:
+                    try:
+                        topic = self._topics.create(name, self._info.default_partitions, {})
+                    except BrokerError as exc:
+                        error = exc.code
+                else:
+                    error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            partitions = [
+                {
+                    "error_code": 0,
+                    "partition": index,
+                    "leader": node,
+                    "replicas": [node],
+                    "isr": [node],
+                    "offline_replicas": [],
+                }
+                for index in range(len(topic.partitions) if topic else 0)
+            ]
+            topics.append(
+                {"error_code": error, "topic": name, "is_internal": False, "partitions": partitions}
+            )
+        return {
+            "throttle_time_ms": 0,
+            "brokers": [
+                {"node_id": node, "host": self._info.host, "port": self._info.port, "rack": None}
+            ],
+            "cluster_id": self._info.cluster_id,
+            "controller_id": node,
+            "topics": topics,
+        }
+
+    # --- produce and consume ---------------------------------------------------------------
+
+    async def produce(self, request: Request, peer: str) -> ResponseBody | None:
+        acks = request.body["required_acks"]
+        transactional = request.body.get("transactional_id") is not None
+        topics = []
+        for topic in request.body["topics"]:
+            partitions = []
+            for part in topic["partitions"]:
+                if acks not in (0, 1, -1):
+                    error, offset = ErrorCode.INVALID_REQUIRED_ACKS, -1
+                elif transactional:
+                    error, offset = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1
+                else:
+                    error, offset = self._append(
+                        topic["topic"], part["partition"], part["messages"]
+                    )
+                log = self._topics.partition(topic["topic"], part["partition"])
+                partitions.append(
+                    {
+                        "partition": part["partition"],
+                        "error_code": error,
+                        "offset": offset,
+                        "timestamp": -1,
+                        "log_start_offset": log.log_start_offset if log else -1,
+                    }
+                )
+            topics.append({"topic": topic["topic"], "partitions": partitions})
+        if acks == 0:
+            return None  # acks=0: the producer expects no answer at all
+        return {"topics": topics, "throttle_time_ms": 0}
+
+    def _append(self, topic: str, partition: int, data: bytes | None) -> tuple[ErrorCode, int]:
+        log = self._topics.partition(topic, partition)
+        if log is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1
+        if not data:
+            return ErrorCode.CORRUPT_MESSAGE, -1
+        try:
+            headers = list(iter_batches(data, verify_crc=True))
+        except InvalidBatchError as exc:
+            logger.warning("produce to %s-%d rejected: %s", topic, partition, exc)
+            return ErrorCode.CORRUPT_MESSAGE, -1
+        batches = []
+        position = 0
+        for header in headers:
+            if header.size > log.config.max_message_bytes:
+                return ErrorCode.MESSAGE_TOO_LARGE, -1
+            if header.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
+                return ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, -1
+            batch = data if len(headers) == 1 else data[position : position + header.size]
+            batches.append((batch, header))
+            position += header.size
+        return ErrorCode.NONE, log.append(batches)
+
+    async def fetch(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        deadline = time.monotonic() + max(body["max_wait_time"], 0) / 1000
+        min_bytes = body["min_bytes"]
+        max_bytes = body.get("max_bytes") or 0x7FFFFFFF
+        wanted = [
+            (topic["topic"], part["partition"], _fetch_offset(part), part["max_bytes"])
+            for topic in body["topics"]
+            for part in topic["partitions"]
+        ]
+        loop = asyncio.get_running_loop()
+        while True:
+            topics, size, has_error, logs = self._read(wanted, max_bytes)
+            remaining = deadline - time.monotonic()
+            if size >= min_bytes or has_error or remaining <= 0 or not logs:
+                break
+            # Park until a record arrives on any of these partitions, or max wait passes.
+            waiter: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(remaining, _settle, waiter)
+            for log in logs:
+                log.add_waiter(waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                for log in logs:
+                    log.remove_waiter(waiter)
+        return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "topics": topics}
+
+    def _read(
+        self, wanted: list[tuple[str, int, int, int]], max_bytes: int
+    ) -> tuple[list[ResponseBody], int, bool, list[PartitionLog]]:
+        by_topic: dict[str, list[ResponseBody]] = {}
+        size = 0
+        has_error = False
+        logs = []
+        for topic, partition, offset, partition_max in wanted:
+            log = self._topics.partition(topic, partition)
+            records = b""
+            error = ErrorCode.NONE
+            if log is None:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            elif not log.log_start_offset <= offset <= log.next_offset:
+                error = ErrorCode.OFFSET_OUT_OF_RANGE
+            else:
+                logs.append(log)
+                budget = min(partition_max, max_bytes - size)
+                if budget > 0 or size == 0:
+                    records = log.read(offset, max(budget, 0), at_least_one=size == 0)
+                    size += len(records)
+            has_error = has_error or error != ErrorCode.NONE
+            end = log.next_offset if log else -1
+            by_topic.setdefault(topic, []).append(
+                {
+                    "partition": partition,
+                    "error_code": error,
+                    "highwater_offset": end,
+                    "last_stable_offset": end,
+                    "log_start_offset": log.log_start_offset if log else -1,
+                    "aborted_transactions": [],
+                    "preferred_read_replica": -1,
+                    "message_set": records,
+                }
+            )
+        topics = [{"topics": name, "partitions": parts} for name, parts in by_topic.items()]
+        return topics, size, has_error, logs
+
+    async def list_offsets(self, request: Request, peer: str) -> ResponseBody:
+        topics = []
+        for topic in request.body["topics"]:
+            partitions = []
+            for part in topic["partitions"]:
+                log = self._topics.partition(topic["topic"], part["partition"])
+                error, timestamp, offset = ErrorCode.NONE, -1, -1
+                if log is None:
+                    error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif part["timestamp"] == _LATEST:
+                    offset = log.next_offset
+                elif part["timestamp"] == _EARLIEST:
+                    offset = log.log_start_offset
+                elif part["timestamp"] >= 0:
+                    found = log.offset_for_timestamp(part["timestamp"])
+                    if found is not None:
+                        offset, timestamp = found
+                else:
+                    error = ErrorCode.INVALID_REQUEST
+                partitions.append(
+                    {
+                        "partition": part["partition"],
+                        "error_code": error,
+                        "timestamp": timestamp,
+                        "offset": offset,
+                    }
+                )
+            topics.append({"topic": topic["topic"], "partitions": partitions})
+        return {"throttle_time_ms": 0, "topics": topics}
+
+    async def init_producer_id(self, request: Request, peer: str) -> ResponseBody:
+        if request.body["transactional_id"] is not None:
+            logger.warning("InitProducerId from %s refused: %s", peer, _NO_TRANSACTIONS)
+            return {
+                "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "producer_id": -1,
+                "producer_epoch": -1,
+            }
+        return {
+            "error_code": 0,
+            "producer_id": self._identity.new_producer_id(),
+            "producer_epoch": 0,
+        }
+
+    # --- groups ----------------------------------------------------------------------------
+
+    async def find_coordinator(self, request: Request, peer: str) -> ResponseBody:
+        if request.body.get("coordinator_type", 0) != 0:
+            return {
+                "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "error_message": _NO_TRANSACTIONS,
+                "coordinator_id": -1,
+                "host": "",
+                "port": -1,
+            }
+        return {
+            "error_code": 0,
+            "error_message": None,
+            "coordinator_id": self._info.node_id,
+            "host": self._info.host,
+            "port": self._info.port,
+        }
+
+    async def join_group(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        result = await self._groups.join(
+            group_id=body["group"],
+            member_id=body["member_id"] or "",
+            client_id=request.header.client_id,
+            client_host=peer,
+            session_timeout_ms=body["session_timeout"],
+            rebalance_timeout_ms=body.get("rebalance_timeout", body["session_timeout"]),
+            protocol_type=body["protocol_type"] or "",
+            protocols=[
+                (p["protocol_name"], p["protocol_metadata"] or b"")
+                for p in body["group_protocols"] or []
+            ],
+        )
+        return {
+            "error_code": result.error,
+            "generation_id": result.generation,
+            "group_protocol": result.protocol,
+            "leader_id": result.leader_id,
+            "member_id": result.member_id,
+            "members": [
+                {"member_id": member, "member_metadata": metadata}
+                for member, metadata in result.members
+            ],
+        }
+
+    async def sync_group(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        error, assignment = await self._groups.sync(
+            group_id=body["group"],
+            generation=body["generation_id"],
+            member_id=body["member_id"],
+            assignments={
+                a["member_id"]: a["member_metadata"] or b"" for a in body["group_assignment"] or []
+            },
+        )
+        return {"error_code": error, "member_assignment": assignment}
+
+    async def heartbeat(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        error = self._groups.heartbeat(
+            group_id=body["group"], generation=body["generation_id"], member_id=body["member_id"]
+        )
+        return {"error_code": error}
+
+    async def leave_group(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        return {
+            "error_code": self._groups.leave(group_id=body["group"], member_id=body["member_id"])
+        }
+
+    async def offset_commit(self, request: Request, peer: str) -> ResponseBody:
+        body = request.body
+        group = body["consumer_group"]
+        refusal = self._groups.check_commit(
+            group_id=group,
+            generation=body["consumer_group_generation_id"],
+            member_id=body["consumer_id"] or "",
+        )
+        accepted: list[tuple[str, int, int, str]] = []
+        topics = []
+        for topic in body["topics"]:
+            partitions = []
+            for part in topic["partitions"]:
+                metadata = part["metadata"] or ""
+                if refusal != ErrorCode.NONE:
+                    error: int = refusal
+                elif self._topics.partition(topic["topic"], part["partition"]) is None:
+                    error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif len(metadata) > _MAX_OFFSET_METADATA:
+                    error = _OFFSET_METADATA_TOO_LARGE
+                else:
+                    error = ErrorCode.NONE
+                    accepted.append((topic["topic"], part["partition"], part["offset"], metadata))
+                partitions.append({"partition": part["partition"], "error_code": error})
+            topics.append({"topic": topic["topic"], "partitions": partitions})
+        self._offsets.commit(group, accepted)
+        return {"throttle_time_ms": 0, "topics": topics}
+
+    async def offset_fetch(self, request: Request, peer: str) -> ResponseBody:
+        group = request.body["consumer_group"]
+        wanted: list[Any] | None = request.body["topics"]
+        if wanted is None:
+            committed = self._offsets.of_group(group)
+            pairs = sorted(committed)
+        else:
+            pairs = [(t["topic"], p) for t in wanted for p in t["partitions"]]
+        by_topic: dict[str, list[ResponseBody]] = {}
+        for topic, partition in pairs:
+            found = self._offsets.get(group, topic, partition)
+            by_topic.setdefault(topic, []).append(
+                {
+                    "partition": partition,
+                    "offset": found.offset if found else -1,
+                    "metadata": found.metadata if found else "",
+                    "error_code": 0,
+                }
+            )
+        return {
+            "throttle_time_ms": 0,
+            "topics": [{"topic": name, "partitions": parts} for name, parts in by_topic.items()],
+            "error_code": 0,
+        }
+
+    async def list_groups(self, request: Request, peer: str) -> ResponseBody:
+        groups = [
+            {"group": group_id, "protocol_type": protocol_type}
+            for group_id, protocol_type in self._groups.list_groups()
+        ]
+        return {"throttle_time_ms": 0, "error_code": 0, "groups": groups}
+
+    async def describe_groups(self, request: Request, peer: str) -> ResponseBody:
+        groups = []
+        for group_id in request.body["groups"]:
+            described = self._groups.describe(group_id)
+            groups.append(
+                {
+                    "error_code": 0,
+                    "group": group_id,
+                    "state": described.state,
+                    "protocol_type": described.protocol_type,
+                    "protocol": described.protocol,
+                    "members": [
+                        {
+                            "member_id": member.member_id,
+                            "client_id": member.client_id,
+                            "client_host": member.client_host,
+                            "member_metadata": member.metadata,
+                            "member_assignment": member.assignment,
+                        }
+                        for member in described.members
+                    ],
+                    "authorized_operations": -(2**31),  # "not requested"
+                }
+            )
+        return {"throttle_time_ms": 0, "groups": groups}
+
+    async def delete_groups(self, request: Request, peer: str) -> ResponseBody:
+        results = [
+            {"group_id": group_id, "error_code": self._groups.delete_group(group_id)}
+            for group_id in request.body["groups_names"]
+        ]
+        return {"throttle_time_ms": 0, "results": results}
+
+    async def offset_delete(self, request: Request, peer: str) -> ResponseBody:
+        group = request.body["group_id"]
+        if not self._groups.has_members(group) and not self._offsets.of_group(group):
+            return {"error_code": ErrorCode.GROUP_ID_NOT_FOUND, "topics": []}
+        subscribed = self._groups.subscribed_topics(group)
+        deleted = []
+        topics = []
+        for topic in request.body["topics"]:
+            partitions = []
+            for part in topic["partitions"]:
+                index = part["partition_index"]
+                if subscribed is None or topic["name"] in subscribed:
+                    error = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
+                else:
+                    error = ErrorCode.NONE
+                    deleted.append((topic["name"], index))
+                partitions.append({"partition_index": index, "error_code": error})
+            topics.append({"name": topic["name"], "partitions": partitions})
+        self._offsets.delete(group, deleted)
+        return {"error_code": 0, "throttle_time_ms": 0, "topics": topics}
+
+    # --- topics and configs ----------------------------------------------------------------
+
+    async def create_topics(self, request: Request, peer: str) -> ResponseBody:
+        validate_only = bool(request.body.get("validate_only"))
+        results = []
+        for entry in request.body["create_topic_requests"]:
+            name = entry["topic"]
+            try:
+                partitions = self._partition_count(entry)
+                configs = {
+                    c["config_key"]: c["config_value"]
+                    for c in entry["configs"] or []
+                    if c["config_value"] is not None
+                }
+                if validate_only:
+                    self._topics.check_new(name, partitions, configs)
+                else:
+                    self._topics.create(name, partitions, configs)
+                results.append({"topic": name, "error_code": 0, "error_message": None})
+            except BrokerError as exc:
+                results.append(
+                    {"topic": name, "error_code": exc.code, "error_message": exc.message}
+                )
+        return {"throttle_time_ms": 0, "topic_errors": results}
+
+    def _partition_count(self, entry: dict[str, Any]) -> int:
+        replication = entry["replication_factor"]
+        assignment = entry["replica_assignment"] or []
+        if replication not in (-1, 1) and not assignment:
+            raise BrokerError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication} is impossible on this single-node broker",
+            )
+        for replicas in assignment:
+            if replicas["replicas"] != [self._info.node_id]:
+                raise BrokerError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"replicas must be [{self._info.node_id}] on this single-node broker",
+                )
+        if assignment:
+            return len(assignment)
+        count: int = entry["num_partitions"]
+        return self._info.default_partitions if count == -1 else count
+
+    async def delete_topics(self, request: Request, peer: str) -> ResponseBody:
+        results = []
+        for name in request.body["topics"]:
+            try:
+                self._topics.delete(name)
+                self._offsets.delete_topic(name)
+                results.append({"topic": name, "error_code": 0})
+            except BrokerError as exc:
+                results.append({"topic": name, "error_code": exc.code})
+        return {"throttle_time_ms": 0, "topic_error_codes": results}
+
+    async def create_partitions(self, request: Request, peer: str) -> ResponseBody:
+        validate_only = bool(request.body.get("validate_only"))
+        results = []
+        for entry in request.body["topic_partitions"]:
+            name = entry["topic"]
+            count = entry["new_partitions"]["count"]
+            try:
+                if validate_only:
+                    self._topics.check_add_partitions(name, count)
+                else:
+                    self._topics.add_partitions(name, count)
+                results.append({"topic": name, "error_code": 0, "error_message": None})
+            except BrokerError as exc:
+                results.append(
+                    {"topic": name, "error_code": exc.code, "error_message": exc.message}
+                )
+        return {"throttle_time_ms": 0, "topic_errors": results}
+
+    async def describe_configs(self, request: Request, peer: str) -> ResponseBody:
+        resources = []
+        for resource in request.body["resources"]:
+            kind, name = resource["resource_type"], resource["resource_name"]
+            wanted: list[str] | None = resource["config_names"]
+            entries: dict[str, tuple[str, int]] = {}
+            error, message = ErrorCode.NONE, None
+            if kind == _TOPIC_RESOURCE and self._topics.get(name) is not None:
+                entries = {
+                    key: (value, _CONFIG_SOURCE_DEFAULT if default else _CONFIG_SOURCE_TOPIC)
+                    for key, (value, default) in self._topics.effective_configs(name).items()
+                }
+            elif kind == _TOPIC_RESOURCE:
+                error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}"
+            elif kind == _BROKER_RESOURCE:
+                entries = {
+                    key: (value, _CONFIG_SOURCE_STATIC_BROKER)
+                    for key, value in self._broker_configs().items()
+                }
+            else:
+                error, message = ErrorCode.INVALID_REQUEST, f"resource type {kind} is not supported"
+            resources.append(
+                {
+                    "error_code": error,
+                    "error_message": message,
+                    "resource_type": kind,
+                    "resource_name": name,
+                    "config_entries": [
+                        {
+                            "config_names": key,
+                            "config_value": value,
+                            "read_only": kind == _BROKER_RESOURCE,
+                            "is_default": source == _CONFIG_SOURCE_DEFAULT,
+                            "config_source": source,
+                            "is_sensitive": False,
+                            "config_synonyms": [],
+                        }
+                        for key, (value, source) in entries.items()
+                        if wanted is None or key in wanted
+                    ],
+                }
+            )
+        return {"throttle_time_ms": 0, "resources": resources}
+
+    def _broker_configs(self) -> dict[str, str]:
+        return {
+            "broker.id": str(self._info.node_id),
+            "auto.create.topics.enable": str(self._info.auto_create_topics).lower(),
+            "num.partitions": str(self._info.default_partitions),
+            "default.replication.factor": "1",
+            "offsets.topic.replication.factor": "1",
+        }
+
+    async def alter_configs(self, request: Request, peer: str) -> ResponseBody:
+        validate_only = bool(request.body.get("validate_only"))
+        resources = []
+        for resource in request.body["resources"]:
+            kind, name = resource["resource_type"], resource["resource_name"]
+            configs = {
+                e["config_name"]: e["config_value"]
+                for e in resource["config_entries"] or []
+                if e["config_value"] is not None
+            }
+            error, message = ErrorCode.NONE, None
+            try:
+                if kind != _TOPIC_RESOURCE:
+                    raise BrokerError(
+                        ErrorCode.INVALID_REQUEST, "only topic configs can be altered here"
+                    )
+                if self._topics.get(name) is None:
+                    raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+                if validate_only:
+                    validate_configs(configs)
+                else:
+                    self._topics.replace_configs(name, configs)
+            except BrokerError as exc:
+                error, message = exc.code, exc.message
+            resources.append(
+                {
+                    "error_code": error,
+                    "error_message": message,
+                    "resource_type": kind,
+                    "resource_name": name,
+                }
+            )
+        return {"throttle_time_ms": 0, "resources": resources}
+
+
+def _fetch_offset(part: dict[str, Any]) -> int:
+    # aiokafka names the field "offset" up to Fetch v4 and "fetch_offset" from v5.
+    offset: int = part["fetch_offset"] if "fetch_offset" in part else part["offset"]
+    return offset
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

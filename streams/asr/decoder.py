@@ -1,0 +1,119 @@
+"""Turns one utterance's audio into text with the shared Whisper model (blocking; run off-loop)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from streams.asr.audio import SAMPLE_RATE, Samples
+
+logger = logging.getLogger(__name__)
+
+MIN_WINDOW_S: Final = 10
+"""Whisper is trained on 30 s windows; feeding the encoder less is much faster (on tiny.en int8:
+34 ms for 10 s against 294 ms for 30 s), but windows close to the audio's length make it loop
+("... arrive? Can you tell me ... arrive? ..."). Measured on the espeak corpus: a window of at
+least 10 s and 3 s longer than the audio kept the word error rate at the 30 s level."""
+WINDOW_MARGIN_S: Final = 3
+MAX_WINDOW_S: Final = 30
+MAX_AUDIO_S: Final = MAX_WINDOW_S - WINDOW_MARGIN_S
+_HOP_SAMPLES: Final = 160  # one mel frame: 10 ms
+_MAX_TOKENS_PER_S: Final = 10  # fast speech is ~5; anything beyond is a runaway repetition
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """What Whisper heard in one stretch of audio."""
+
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
+    audio_s: float
+    decode_ms: float
+    is_speech: bool
+
+
+class UtteranceDecoder:
+    """Greedy Whisper decoding of one utterance, already cut by voice activity detection.
+
+    Calls the CTranslate2 model directly (features, encode, generate) rather than
+    `WhisperModel.transcribe`, which always pads to a 30 s window and re-runs VAD: the utterance
+    is already segmented, and the short window is most of the speed. Thread-safe: up to the
+    model's `num_workers` decodes run in parallel.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        language: str = "en",
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+    ) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._model = model
+        self._whisper: Any = model.model
+        tokenizer = Tokenizer(
+            model.hf_tokenizer,
+            bool(self._whisper.is_multilingual),
+            task="transcribe",
+            language=language,
+        )
+        self._tokenizer: Any = tokenizer
+        self._prompt: list[int] = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        self._no_speech_threshold = no_speech_threshold
+        self._logprob_threshold = logprob_threshold
+
+    def decode(self, audio: Samples) -> Transcription:
+        """Text of `audio` (float32 mono 16 kHz, at most MAX_AUDIO_S long). Blocking."""
+        import ctranslate2
+
+        started = time.perf_counter()
+        audio_s = len(audio) / SAMPLE_RATE
+        if audio_s > MAX_AUDIO_S:
+            raise ValueError(f"{audio_s:.1f} s of audio exceeds the {MAX_AUDIO_S} s decode limit")
+        window_s = min(MAX_WINDOW_S, max(MIN_WINDOW_S, math.ceil(audio_s) + WINDOW_MARGIN_S))
+        frames = window_s * SAMPLE_RATE // _HOP_SAMPLES
+        padded = np.zeros(window_s * SAMPLE_RATE, dtype=np.float32)
+        padded[: len(audio)] = audio
+        features = self._model.feature_extractor(padded)[:, :frames]
+        encoded = self._whisper.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            to_cpu=False,
+        )
+        max_new = min(
+            self._model.max_length // 2 - len(self._prompt),
+            math.ceil(audio_s * _MAX_TOKENS_PER_S) + 8,
+        )
+        result = self._whisper.generate(
+            encoded,
+            [self._prompt],
+            beam_size=1,
+            max_length=len(self._prompt) + max_new,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(tokens).strip()
+        # generate() reports the cumulative log probability divided by the length
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        no_speech_prob = float(result.no_speech_prob)
+        silent = no_speech_prob > self._no_speech_threshold and (
+            avg_logprob < self._logprob_threshold
+        )
+        return Transcription(
+            text=text,
+            no_speech_prob=no_speech_prob,
+            avg_logprob=avg_logprob,
+            audio_s=audio_s,
+            decode_ms=(time.perf_counter() - started) * 1000.0,
+            is_speech=bool(text) and not silent,
+        )

@@ -1,0 +1,1 @@
+"""The built-in LLM simulator: an OpenAI-compatible endpoint for offline use and benchmarks."""

@@ -1,0 +1,25 @@
+"""Runs one stream-processing worker process until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from streams.app import SuggestionPipeline
+from teleprompter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> None:
+    """Start the Faust worker; its own signal handlers stop it cleanly on SIGTERM or Ctrl-C."""
+    pipeline = SuggestionPipeline(settings)
+    worker = faust.Worker(
+        pipeline.app,
+        loglevel=settings.log_level,
+        # Faust's banner and spinner are for people at a terminal, not for logs.
+        quiet=True,
+    )
+    logger.info("worker %s consuming from %s", pipeline.app.conf.id, settings.bootstrap_servers)
+    worker.execute_from_commandline()

@@ -1,0 +1,67 @@
+"""`teleprompter up`: the whole system in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+
+import click
+
+from teleprompter.local_system import LocalSystem, StartupError
+from teleprompter.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> int:
+    """Start everything, print where to connect, run until told to stop; the exit code."""
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    system = LocalSystem(settings=settings, echo=click.echo)
+    starting = asyncio.create_task(system.start())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            return 0
+        starting.result()
+        _announce(system)
+        exited = asyncio.create_task(system.wait_for_exit())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            click.echo(f"teleprompter: {exited.result()} exited unexpectedly; stopping", err=True)
+            return 1
+        return 0
+    except StartupError as exc:
+        click.echo(f"teleprompter: {exc}", err=True)
+        return 1
+    finally:
+        stopping.cancel()
+        click.echo("stopping...")
+        await system.stop()
+        click.echo("stopped.")
+
+
+def _announce(system: LocalSystem) -> None:
+    conversation = f"demo-{uuid.uuid4().hex[:8]}"
+    query = system.connect_query(conversation, rep="dev")
+    click.echo("")
+    click.echo("teleprompter is up.")
+    click.echo(f"  page:      {system.http_url}/?{query}")
+    click.echo(f"  websocket: {system.ws_url}?{query}")
+    click.echo(f"  token:     {query.split('token=', 1)[1]}")
+    s = system.settings
+    kafka_kind = "embedded broker" if s.uses_embedded_broker else "external"
+    llm_kind = "simulator" if s.openai_base_url is None else "external"
+    click.echo(f"  kafka:     {system.resolved.bootstrap_servers} ({kafka_kind})")
+    click.echo(f"  llm:       {system.resolved.llm_base_url} ({llm_kind})")
+    click.echo("Ctrl-C stops everything.")

@@ -1,0 +1,166 @@
+"""The suggestion pipeline end to end: real WebSocket clients, gateway, broker, worker, LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from teleprompter.local_system import LocalSystem
+from tests.rep_client import RepClient
+from tests.system_fixtures import RepClientFactory, system_settings
+
+
+def suggestion_text(client: RepClient, turn_id: str) -> str:
+    return "".join(d["text"] for d in client.of_type("suggestion_delta", turn_id=turn_id))
+
+
+async def test_a_customer_sentence_streams_deltas_in_order_then_complete(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as rep, rep_client() as bystander:
+        await rep.say("How much does the premium plan cost per seat?")
+        [complete] = await rep.wait_for("suggestion_complete")
+
+        turn_id = complete["turn_id"]
+        deltas = rep.of_type("suggestion_delta", turn_id=turn_id)
+        assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+        assert [d["fullText"] for d in deltas] == [
+            suggestion_text(rep, turn_id)[: len(d["fullText"])] for d in deltas
+        ]
+        assert complete["text"] == deltas[-1]["fullText"].strip()
+        assert complete["timings"]["total"] > 0
+        assert "llm_request->llm_first_token" in complete["timings"]
+        assert bystander.of_type("suggestion_delta") == []
+
+
+async def test_interleaved_conversations_each_get_only_their_own_suggestions(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as a, rep_client() as b:
+        await a.say("Is my data encrypted at rest?")
+        await b.say("Can I get a discount if I sign for two years?")
+        await a.wait_for("suggestion_complete")
+        await b.wait_for("suggestion_complete")
+        await b.say("What about three years?")
+        await a.say("And who can access it?")
+        a_done = await a.wait_for("suggestion_complete", count=2)
+        b_done = await b.wait_for("suggestion_complete", count=2)
+
+        a_turns = {m["turn_id"] for m in a.received if "turn_id" in m}
+        b_turns = {m["turn_id"] for m in b.received if "turn_id" in m}
+        assert a_turns == {m["turn_id"] for m in a_done}
+        assert b_turns == {m["turn_id"] for m in b_done}
+        assert a.of_type("suggestion_cancelled") == b.of_type("suggestion_cancelled") == []
+
+
+async def test_new_customer_speech_cancels_the_in_flight_suggestion(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as rep:
+        await rep.say("We already use one of your competitors.")
+        [first] = await rep.wait_for("suggestion_delta")
+        await rep.say("And honestly they are cheaper.")
+
+        [cancelled] = await rep.wait_for("suggestion_cancelled")
+        assert cancelled["turn_id"] == first["turn_id"]
+        [complete] = await rep.wait_for("suggestion_complete")
+        assert complete["turn_id"] != first["turn_id"]
+
+
+async def test_a_pause_without_punctuation_still_makes_a_turn(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as rep:
+        await rep.say("we were hoping to roll this out to the whole team")
+        [complete] = await rep.wait_for("suggestion_complete")
+        assert complete["text"]
+
+
+async def test_rep_speech_alone_never_triggers_a_suggestion(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as rep:
+        await rep.say("Thanks for joining, let me pull up your account.", speaker="rep")
+        await rep.say("Does it integrate with Salesforce?")
+        [complete] = await rep.wait_for("suggestion_complete")
+        assert len(rep.of_type("suggestion_delta", turn_id=complete["turn_id"])) > 0
+        assert len({m["turn_id"] for m in rep.of_type("suggestion_delta")}) == 1
+
+
+@pytest.mark.parametrize("where", ["same gateway", "another gateway"])
+async def test_a_reconnecting_client_gets_the_text_so_far_then_the_rest(
+    where: str, system: LocalSystem, rep_client: RepClientFactory
+) -> None:
+    conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    async with rep_client(conversation) as before:
+        await before.say("What happens if we want to cancel after the first year?")
+        seen = await before.wait_for("suggestion_delta", count=2)
+    turn_id = seen[0]["turn_id"]
+
+    ws_url = system.ws_url if where == "same gateway" else await _second_gateway(system)
+    async with rep_client(conversation, ws_url=ws_url) as after:
+        [complete] = await after.wait_for("suggestion_complete", turn_id=turn_id)
+        resumed = after.of_type("suggestion_delta", turn_id=turn_id)
+        assert resumed, "no delta after reconnecting"
+        assert resumed[0]["fullText"].startswith(seen[-1]["fullText"])
+        assert complete["text"] == resumed[-1]["fullText"].strip()
+
+
+async def test_later_turns_are_answered_after_a_worker_restart(
+    system: LocalSystem, rep_client: RepClientFactory
+) -> None:
+    async with rep_client() as rep:
+        await rep.say("Do you support single sign-on?")
+        await rep.wait_for("suggestion_complete")
+        await system.restart_worker()
+        await rep.say("What about audit logs?")
+        await rep.wait_for("suggestion_complete", count=2, timeout_s=60)
+
+
+async def test_turns_beyond_capacity_are_throttled_at_once(
+    bootstrap_servers: str, tmp_path: Path
+) -> None:
+    settings = system_settings(
+        bootstrap_servers, tmp_path, llm_max_streams=1, llm_max_waiting=1, llm_ttft_ms=1500.0
+    )
+    async with LocalSystem(settings=settings) as small:
+        clients = [
+            RepClient(ws_url=small.ws_url, conversation_id=f"c{n}", token=small.token(f"c{n}"))
+            for n in range(3)
+        ]
+        for client in clients:
+            await client.__aenter__()
+        try:
+            for client in clients:
+                await client.say("Can you walk me through pricing?")
+            await asyncio.gather(*(_first_outcome(client) for client in clients))
+            outcomes = sorted(
+                "throttled" if c.of_type("throttled") else "answered" for c in clients
+            )
+            assert outcomes == ["answered", "answered", "throttled"]
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def _first_outcome(client: RepClient) -> None:
+    done = asyncio.create_task(client.wait_for("suggestion_complete", timeout_s=30))
+    throttled = asyncio.create_task(client.wait_for("throttled", timeout_s=30))
+    finished, pending = await asyncio.wait({done, throttled}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in finished:
+        task.result()
+
+
+_SECOND_GATEWAY: dict[int, str] = {}
+
+
+async def _second_gateway(system: LocalSystem) -> str:
+    if id(system) not in _SECOND_GATEWAY:
+        _SECOND_GATEWAY[id(system)] = await system.add_gateway(f"{system.resolved.gateway_id}-b")
+    return _SECOND_GATEWAY[id(system)]
