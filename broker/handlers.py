@@ -154,15 +154,16 @@ class RequestHandlers:
         for topic in request.body["topics"]:
             partitions = []
             for part in topic["partitions"]:
+                log = self._topics.partition(topic["topic"], part["partition"])
                 if acks not in (0, 1, -1):
                     error, offset = ErrorCode.INVALID_REQUIRED_ACKS, -1
                 elif transactional:
                     error, offset = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1
+                elif log is None:
+                    error, offset = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1
                 else:
-                    error, offset = self._append(
-                        topic["topic"], part["partition"], part["messages"]
-                    )
-                log = self._topics.partition(topic["topic"], part["partition"])
+                    where = f"{topic['topic']}-{part['partition']}"
+                    error, offset = _append(log, part["messages"], where)
                 partitions.append(
                     {
                         "partition": part["partition"],
@@ -176,29 +177,6 @@ class RequestHandlers:
         if acks == 0:
             return None  # acks=0: the producer expects no answer at all
         return {"topics": topics, "throttle_time_ms": 0}
-
-    def _append(self, topic: str, partition: int, data: bytes | None) -> tuple[ErrorCode, int]:
-        log = self._topics.partition(topic, partition)
-        if log is None:
-            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1
-        if not data:
-            return ErrorCode.CORRUPT_MESSAGE, -1
-        try:
-            headers = list(iter_batches(data, verify_crc=True))
-        except InvalidBatchError as exc:
-            logger.warning("produce to %s-%d rejected: %s", topic, partition, exc)
-            return ErrorCode.CORRUPT_MESSAGE, -1
-        batches = []
-        position = 0
-        for header in headers:
-            if header.size > log.config.max_message_bytes:
-                return ErrorCode.MESSAGE_TOO_LARGE, -1
-            if header.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
-                return ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, -1
-            batch = data if len(headers) == 1 else data[position : position + header.size]
-            batches.append((batch, header))
-            position += header.size
-        return ErrorCode.NONE, log.append(batches)
 
     async def fetch(self, request: Request, peer: str) -> ResponseBody:
         body = request.body
@@ -655,6 +633,28 @@ class RequestHandlers:
                 }
             )
         return {"throttle_time_ms": 0, "resources": resources}
+
+
+def _append(log: PartitionLog, data: bytes | None, where: str) -> tuple[ErrorCode, int]:
+    """Validate a partition's produced batches and append them; (error, base offset)."""
+    if not data:
+        return ErrorCode.CORRUPT_MESSAGE, -1
+    try:
+        headers = list(iter_batches(data, verify_crc=True))
+    except InvalidBatchError as exc:
+        logger.warning("produce to %s rejected: %s", where, exc)
+        return ErrorCode.CORRUPT_MESSAGE, -1
+    batches = []
+    position = 0
+    for header in headers:
+        if header.size > log.config.max_message_bytes:
+            return ErrorCode.MESSAGE_TOO_LARGE, -1
+        if header.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
+            return ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, -1
+        batch = data if len(headers) == 1 else data[position : position + header.size]
+        batches.append((batch, header))
+        position += header.size
+    return ErrorCode.NONE, log.append(batches)
 
 
 def _fetch_offset(part: dict[str, Any]) -> int:

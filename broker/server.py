@@ -94,6 +94,18 @@ class EmbeddedBroker:
     async def start(self) -> None:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
+        try:
+            await self._open()
+        except BaseException:
+            self._close_stores()
+            raise
+        logger.info(
+            "embedded Kafka broker listening on %s (data in %s)",
+            self.bootstrap_servers,
+            self._data_dir,
+        )
+
+    async def _open(self) -> None:
         identity = BrokerIdentity(self._data_dir)
         self._topics = TopicStore(self._data_dir)
         self._offsets = OffsetStore(self._data_dir)
@@ -123,11 +135,6 @@ class EmbeddedBroker:
             loop.create_task(self._flush_periodically()),
             loop.create_task(self._enforce_retention_periodically()),
         ]
-        logger.info(
-            "embedded Kafka broker listening on %s (data in %s)",
-            self.bootstrap_servers,
-            self._data_dir,
-        )
 
     async def stop(self) -> None:
         if self._server is None:
@@ -140,12 +147,17 @@ class EmbeddedBroker:
         self._server = None
         if self._groups is not None:
             await self._groups.stop()
+        self._close_stores()
+        logger.info("embedded Kafka broker on port %d stopped", self._port)
+
+    def _close_stores(self) -> None:
         if self._topics is not None:
             self._topics.close()
+            self._topics = None
         if self._offsets is not None:
             self._offsets.close()
+            self._offsets = None
         self._lock.release()
-        logger.info("embedded Kafka broker on port %d stopped", self._port)
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.start()

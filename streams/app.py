@@ -103,7 +103,8 @@ class SuggestionPipeline:
         self._agent(self.catalog.summaries.name, "track-summaries", self._track_summaries)
         self.app.task(self._pause_clock)
         self.app.timer(IDLE_SWEEP_INTERVAL_S)(self._sweep_idle)
-        self.app.on_before_shutdown.connect(self._on_shutdown)
+        # mode's Signal stubs reject any async receiver, though it awaits them at runtime.
+        self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
     # --- agents ---------------------------------------------------------------------------
     async def _coalesce(self, stream: Any) -> None:
@@ -174,7 +175,7 @@ class SuggestionPipeline:
                 ),
             )
 
-    async def _on_shutdown(self, sender: Any, *_: Any, signal: Any = None, **__: Any) -> None:
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         """The consumer has stopped: end in-flight streams before the producer's last flush."""
         await self.streamer.close()
         await self.summarizer.close()

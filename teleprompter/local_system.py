@@ -89,6 +89,10 @@ class LocalSystem:
     def dead_children(self) -> list[str]:
         return [c.name for c in self._children if c.process.returncode is not None]
 
+    def child_pids(self) -> dict[str, int]:
+        """Process ids of the running children by name (the benchmark reads their CPU, RSS)."""
+        return {c.name: c.process.pid for c in self._children if c.process.returncode is None}
+
     # --- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         try:

@@ -92,6 +92,8 @@ class RepScreen {
       scroller: byTestId("suggestion-scroller"),
     });
     this.countdown = null;
+    /** Whether audio is (about to be) streaming, so every session must hear AUDIO_CONFIG. */
+    this.audioAnnounced = false;
     this.noticeTimer = null;
     this.socket = null;
     this.microphone = new MicrophoneCapture({
@@ -100,6 +102,7 @@ class RepScreen {
       onFrame: (pcm) => this.socket?.sendAudio(pcm),
       onLevel: (peak) => this.level.style.setProperty("--level", Math.min(1, peak * 1.5)),
       onEnded: (reason) => {
+        this.audioAnnounced = false;
         this.#showNotice(reason);
         this.#setListening(false);
       },
@@ -127,6 +130,10 @@ class RepScreen {
       this.microphone.stop();
       this.socket?.stop();
     });
+    // Back from the back/forward cache: the socket closed on the way out, so open a new one.
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) this.socket?.start();
+    });
 
     if (!conversationId || !token) {
       this.#renderStatus({ name: "misconfigured" });
@@ -134,8 +141,7 @@ class RepScreen {
         "This page needs ?conversation_id=…&token=… in its address; `teleprompter up` prints one.",
         { sticky: true },
       );
-      this.startButton.disabled = true;
-      this.form.querySelector("button").disabled = true;
+      this.#disable();
       return;
     }
     document.title = `teleprompter · ${conversationId}`;
@@ -148,7 +154,8 @@ class RepScreen {
       onMessage: (message) => this.#receive(message),
       onState: (state) => this.#renderStatus(state),
       // Every new session must hear the audio format before the first audio frame.
-      greeting: () => (this.microphone.running ? [AUDIO_CONFIG] : []),
+      greeting: () =>
+        this.audioAnnounced || this.socket.queuedFrames > 0 ? [AUDIO_CONFIG] : [],
     });
     this.socket.start();
   }
@@ -183,21 +190,25 @@ class RepScreen {
 
   async #start() {
     this.startButton.disabled = true;
+    // Announce the format before the first frame can exist; if not live yet, the socket's
+    // greeting announces it when the session is ready. A config with no audio after it is fine.
+    this.audioAnnounced = true;
+    if (this.socket?.live) this.socket.sendJson(AUDIO_CONFIG);
     try {
       await this.microphone.start();
     } catch (error) {
+      this.audioAnnounced = false;
       this.startButton.disabled = false;
       this.#showNotice(error instanceof MicrophoneError ? error.message : String(error));
       return;
     }
-    // If not live yet, the socket's greeting sends the config once the session is ready.
-    if (this.socket?.live) this.socket.sendJson(AUDIO_CONFIG);
     this.#setListening(true);
   }
 
   async #stop() {
     this.stopButton.disabled = true;
     await this.microphone.stop();
+    this.audioAnnounced = false;
     this.#setListening(false);
   }
 
@@ -211,6 +222,14 @@ class RepScreen {
     if (hadFocus || document.activeElement === document.body) {
       (listening ? this.stopButton : this.startButton).focus();
     }
+  }
+
+  /** Nothing on this page can work any more: say so by disabling every control. */
+  async #disable() {
+    if (this.microphone.running) await this.#stop();
+    this.startButton.disabled = true;
+    this.stopButton.disabled = true;
+    for (const control of this.form.elements) control.disabled = true;
   }
 
   #sendTyped() {
@@ -255,10 +274,12 @@ class RepScreen {
       case "unauthorized":
         this.status.textContent = "unauthorized";
         this.#showNotice("The link's token was refused. Ask for a new link.", { sticky: true });
+        this.#disable();
         break;
       case "rejected":
         this.status.textContent = "disconnected";
         this.#showNotice(`The server refused this connection${reason}.`, { sticky: true });
+        this.#disable();
         break;
       case "misconfigured":
         this.status.textContent = "no conversation";

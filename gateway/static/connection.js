@@ -78,6 +78,11 @@ export class ConversationSocket {
     return this.state.name === "live";
   }
 
+  /** Audio frames waiting for the next session. */
+  get queuedFrames() {
+    return this.queue.filter((item) => item.kind === "frame").length;
+  }
+
   start() {
     this.stopped = false;
     window.addEventListener("online", this.onOnline);

@@ -82,10 +82,15 @@ export class MicrophoneCapture {
         processorOptions: { targetRate: this.sampleRate, frameMs: this.frameMs },
       });
       node.port.onmessage = (event) => this.#fromWorklet(event.data);
+      node.addEventListener("processorerror", () =>
+        this.#deviceEnded("Audio processing failed in the browser; reload the page."),
+      );
       source.connect(node);
       if (context.state === "suspended") await context.resume();
       for (const track of stream.getAudioTracks()) {
-        track.addEventListener("ended", () => this.#deviceEnded());
+        track.addEventListener("ended", () =>
+          this.#deviceEnded("The microphone stopped (unplugged or permission withdrawn)."),
+        );
       }
       this.parts = { context, stream, source, node, stopped: null };
     } catch (error) {
@@ -126,9 +131,9 @@ export class MicrophoneCapture {
     this.onLevel(message.peak);
   }
 
-  async #deviceEnded() {
+  async #deviceEnded(reason) {
     if (!this.parts) return;
     await this.stop();
-    this.onEnded("The microphone stopped (unplugged or permission withdrawn).");
+    this.onEnded(reason);
   }
 }

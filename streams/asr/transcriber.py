@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SAMPLES_PER_MS: Final = SAMPLE_RATE // 1000
-SENTENCE_ENDS: Final = (".", "?", "!")
 StreamKey = tuple[str, Speaker]
 
 
@@ -58,9 +57,7 @@ class RecognizerConfig:
     """How a stream is cut into utterances and how often it is decoded."""
 
     endpoint_silence_ms: float = 300.0
-    """Silence that ends an utterance whose transcript ends a sentence: the latency lever."""
-    unfinished_silence_ms: float = 600.0
-    """Silence that ends an utterance whatever its transcript (a trailing comma, "and ...")."""
+    """Silence after speech that ends an utterance: the main latency lever."""
     speculate_after_ms: float = 64.0
     """Silence after which the utterance is decoded in case the pause becomes the endpoint."""
     partial_interval_ms: float = 700.0
@@ -76,11 +73,6 @@ class RecognizerConfig:
     """Silero hysteresis: speech starts at `vad_threshold`, silence starts below this."""
 
     def __post_init__(self) -> None:
-        if self.unfinished_silence_ms < self.endpoint_silence_ms:
-            raise ValueError(
-                f"unfinished_silence_ms ({self.unfinished_silence_ms}) must be at least "
-                f"endpoint_silence_ms ({self.endpoint_silence_ms})"
-            )
         if not 0 < self.speculate_after_ms <= self.endpoint_silence_ms:
             raise ValueError(
                 f"need 0 < speculate_after_ms ({self.speculate_after_ms}) "
@@ -133,7 +125,6 @@ class _Utterance:
     speech_start: int
     speech_end: int  # end of the last window the VAD called speech
     silence_start: int | None = None
-    checked_pause: int | None = None
     speculation: _Decode | None = None
     partial: _Decode | None = None
     partial_requested_to: int = 0
@@ -212,7 +203,6 @@ class StreamingRecognizer:
         cfg = self.config
         self._preroll = int(cfg.preroll_ms * _SAMPLES_PER_MS)
         self._endpoint = int(cfg.endpoint_silence_ms * _SAMPLES_PER_MS)
-        self._unfinished_endpoint = int(cfg.unfinished_silence_ms * _SAMPLES_PER_MS)
         self._speculate_after = int(cfg.speculate_after_ms * _SAMPLES_PER_MS)
         self._partial_interval = int(cfg.partial_interval_ms * _SAMPLES_PER_MS)
         self._min_speech = int(cfg.min_speech_ms * _SAMPLES_PER_MS)
@@ -294,13 +284,11 @@ class StreamingRecognizer:
 
         if utterance.silence_start is not None:
             silence = end - utterance.silence_start
-            if silence >= self._speculate_after and utterance.speculation is None:
-                utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
-            if silence >= self._unfinished_endpoint or (
-                silence >= self._endpoint and await self._sentence_complete(utterance)
-            ):
+            if silence >= self._endpoint:
                 await self._finalize(utterance, end)
                 return
+            if silence >= self._speculate_after and utterance.speculation is None:
+                utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
         elif end - utterance.partial_requested_to >= self._partial_interval and (
             end - utterance.speech_start >= self._min_speech
         ):
@@ -317,20 +305,6 @@ class StreamingRecognizer:
                     speech_end=end,
                     partial_requested_to=end,
                 )
-
-    async def _sentence_complete(self, utterance: _Utterance) -> bool:
-        """Does the speculative transcript end a sentence? Asked once per pause."""
-        if utterance.checked_pause == utterance.silence_start or utterance.speculation is None:
-            return False
-        utterance.checked_pause = utterance.silence_start
-        try:
-            transcription = await utterance.speculation.job.future
-        except Exception:
-            return True  # let the final's own error handling report it
-        text = transcription.text.rstrip()
-        if not transcription.is_speech:
-            return True
-        return text.endswith(SENTENCE_ENDS) and not text.endswith("...")
 
     def _submit(self, utterance: _Utterance, end: int, priority: DecodePriority) -> _Decode:
         audio = self._buffer.slice(utterance.start, end)
@@ -546,7 +520,7 @@ class SpeechRecognitionEngine:
     @property
     def stats(self) -> EngineStats:
         return EngineStats(
-            streams=len(self._streams),
+            streams=len(self._streams) + len(self._ending),
             decodes_queued=self._scheduler.queued,
             decodes_running=self._scheduler.busy,
             decodes_completed=self._scheduler.completed,

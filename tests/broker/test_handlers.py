@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource as AioConfigResource
 from aiokafka.admin.config_resource import ConfigResourceType
+from aiokafka.protocol.produce import ProduceRequest_v3, ProduceResponse_v3
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import (
     ConsumerGroupState,
@@ -34,14 +37,57 @@ from confluent_kafka.admin import (
     NewTopic as ConfluentNewTopic,
 )
 
+from broker import BrokerThread
 from broker.protocol import OffsetDeleteRequestV0, OffsetDeleteResponseV0
 from tests.broker.helpers import CONFLUENT_GROUP_SETTINGS, create_topic, wait_for
 
+CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
+MESSAGE_TOO_LARGE = 10
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
 INVALID_CONFIG = 40
+
+
+# --- produce refusals --------------------------------------------------------------------------
+
+
+def _batch(value: bytes) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    builder.append(0, timestamp=1, key=None, value=value, headers=[])
+    return bytes(builder.build())
+
+
+def test_corrupt_or_oversized_batches_are_refused_per_partition(
+    bootstrap_servers: str, unique_name: str
+) -> None:
+    topic = create_topic(
+        bootstrap_servers, unique_name, partitions=3, config={"max.message.bytes": "2000"}
+    )
+    corrupt = bytearray(_batch(b"payload"))
+    corrupt[-2] ^= 0xFF
+    request = ProduceRequest_v3(
+        None,
+        1,
+        10_000,
+        [(topic, [(0, bytes(corrupt)), (1, _batch(b"x" * 5000)), (2, _batch(b"fine"))])],
+    )
+
+    response = _call(bootstrap_servers, 0, 3, request.encode(), ProduceResponse_v3)
+
+    (answered_topic, partitions) = response.topics[0]
+    assert answered_topic == topic
+    errors = {partition: error for partition, error, *_ in partitions}
+    assert errors == {0: CORRUPT_MESSAGE, 1: MESSAGE_TOO_LARGE, 2: 0}
 
 
 # --- topics -------------------------------------------------------------------------------------
@@ -174,6 +220,46 @@ async def test_aiokafka_offsets_for_times(bootstrap_servers: str, unique_name: s
         assert (await consumer.end_offsets([partition]))[partition] == 5
     finally:
         await consumer.stop()
+
+
+def test_retention_moves_the_log_start_that_clients_see(
+    bootstrap_servers: str, embedded_broker: BrokerThread | None, unique_name: str
+) -> None:
+    if embedded_broker is None:
+        pytest.skip("forcing a retention pass needs the embedded broker")
+    topic = create_topic(
+        bootstrap_servers,
+        unique_name,
+        config={"segment.bytes": "2048", "retention.bytes": "4096"},
+    )
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 0})
+    for i in range(100):
+        producer.produce(topic, f"record-{i}".encode() * 10)
+        producer.flush(10)  # one batch per record, so segments fill one by one
+
+    removed = embedded_broker.call(embedded_broker.broker.enforce_retention)
+
+    assert removed > 0
+    consumer = ConfluentConsumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": unique_name,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        low, high = consumer.get_watermark_offsets(ConfluentPartition(topic, 0), timeout=10)
+        assert 0 < low < high == 100
+        consumer.assign([ConfluentPartition(topic, 0, 0)])  # below the start: reset to earliest
+        first = None
+        deadline = time.monotonic() + 20
+        while first is None and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is not None and not message.error():
+                first = message.offset()
+        assert first == low
+    finally:
+        consumer.close()
 
 
 # --- groups and their offsets -------------------------------------------------------------------

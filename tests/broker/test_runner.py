@@ -178,6 +178,11 @@ def test_kill_9_loses_no_acknowledged_record_confluent(tmp_path: Path) -> None:
         worker = threading.Thread(target=keep_producing, daemon=True)
         worker.start()
         wait_for(lambda: len(acknowledged) >= 2000, what="2000 acknowledged records")
+        committer = Consumer({"bootstrap.servers": bootstrap, "group.id": "crash-group"})
+        committer.commit(
+            offsets=[ConfluentPartition("crash-confluent", 0, 123)], asynchronous=False
+        )
+        committer.close()
         broker.kill()  # mid-stream: the producer is still sending
         stop.set()
         worker.join(10)
@@ -189,6 +194,10 @@ def test_kill_9_loses_no_acknowledged_record_confluent(tmp_path: Path) -> None:
     bootstrap = restarted.start()
     try:
         stored = _read_all(bootstrap, "crash-confluent", 3)
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "crash-group"})
+        (committed,) = reader.committed([ConfluentPartition("crash-confluent", 0)], timeout=10)
+        reader.close()
+        assert committed.offset == 123
     finally:
         assert restarted.terminate() == 0
     missing = {k: v for k, v in acknowledged.items() if stored.get(k) != v}

@@ -13,8 +13,10 @@ from typing import Literal
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentPartition
 
 from broker import BrokerThread
+from broker.records import read_header
 from tests.broker.helpers import create_topic
 
 Client = Literal["confluent", "aiokafka"]
@@ -116,6 +118,68 @@ async def test_compacted_topic_accepts_and_serves_keyed_records(
 
     received = await _consume(client, bootstrap_servers, topic, unique_name, len(sent))
     assert sorted(record for _, record in received) == sorted(sent)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_are_stored_and_served_untouched(
+    bootstrap_servers: str, embedded_broker: BrokerThread | None, unique_name: str, codec: str
+) -> None:
+    topic = create_topic(bootstrap_servers, unique_name)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap_servers, "compression.type": codec, "linger.ms": 20}
+    )
+    sent = [f"{codec}-{i}-".encode() * 20 for i in range(50)]
+    for value in sent:
+        producer.produce(topic, value)
+    assert producer.flush(20) == 0
+
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": unique_name})
+    consumer.assign([ConfluentPartition(topic, 0, 0)])
+    received: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while len(received) < len(sent) and time.monotonic() < deadline:
+        message = consumer.poll(0.1)
+        if message is not None and not message.error():
+            received.append(message.value())
+    consumer.close()
+    assert received == sent
+    if embedded_broker is not None:
+        stored = embedded_broker.call(_stored_codec, embedded_broker, topic)
+        assert stored == CODEC_IDS[codec]
+
+
+CODEC_IDS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def _stored_codec(runner: BrokerThread, topic: str) -> int:
+    log = runner.broker.topics.partition(topic, 0)
+    assert log is not None
+    return read_header(log.read(0, 1 << 20, at_least_one=True)).attributes & 0x07
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_idempotent_producers_get_a_producer_id_and_write_once(
+    bootstrap_servers: str, unique_name: str, client: Client
+) -> None:
+    topic = create_topic(bootstrap_servers, unique_name, partitions=2)
+    sent = _records(40)
+    if client == "confluent":
+        producer = Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True})
+        for key, value, headers in sent:
+            producer.produce(topic, value=value, key=key, headers=list(headers))
+        assert producer.flush(20) == 0
+    else:
+        aio = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True)
+        await aio.start()
+        try:
+            for key, value, headers in sent:
+                await aio.send(topic, value=value, key=key, headers=list(headers))
+            await aio.flush()
+        finally:
+            await aio.stop()
+
+    received = await _consume(client, bootstrap_servers, topic, unique_name, len(sent))
+    assert Counter(record for _, record in received) == Counter(sent)
 
 
 # --- bad input ----------------------------------------------------------------------------------

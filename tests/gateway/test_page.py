@@ -551,6 +551,9 @@ async def test_refusal_is_shown_and_never_retried(
         await expect(status).to_have_text(label)
         await expect(page.get_by_test_id("notice")).to_be_visible()
 
+        await expect(page.get_by_test_id("start")).to_be_disabled()
+        await expect(page.get_by_test_id("text-input")).to_be_disabled()
+
         await page.clock.run_for(10 * 60 * 1000)  # ten minutes: any backoff would have fired
         assert await page.evaluate("window.__sockets.length") == 1
         await expect(status).to_have_attribute("data-state", state)
@@ -937,6 +940,21 @@ async def test_page_with_the_real_gateway_streams_audio_and_survives_its_restart
             await expect(page.get_by_test_id("latency")).to_contain_text("first token 420 ms")
         finally:
             await second.stop()
+
+
+async def test_page_refused_by_the_real_gateway_says_unauthorized(
+    browser: Browser, gateway_factory: GatewayFactory
+) -> None:
+    gateway = await gateway_factory()
+    cid = f"page-{uuid.uuid4().hex[:8]}"
+    token_for_another_conversation = gateway.token(f"{cid}-other")
+    async with new_page(browser) as page:
+        await page.goto(
+            f"{gateway.url}/?conversation_id={cid}&token={token_for_another_conversation}"
+        )
+        status = page.get_by_test_id("status")
+        await expect(status).to_have_attribute("data-state", "unauthorized")
+        await expect(page.get_by_test_id("notice")).to_contain_text("token was refused")
 
 
 # ---- against the real system ------------------------------------------------------------------

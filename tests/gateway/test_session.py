@@ -26,7 +26,7 @@ async def take_all(queue: SendQueue) -> list[ServerMessage]:
 
 async def test_a_queue_with_room_keeps_everything_in_order() -> None:
     queue = SendQueue(capacity=3)
-    items = [
+    items: list[ServerMessage] = [
         delta("t", 0, "a"),
         delta("t", 1, "ab"),
         Transcript(speaker="customer", text="x", final=True),

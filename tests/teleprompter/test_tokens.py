@@ -94,7 +94,7 @@ def test_a_token_without_required_claims_is_malformed() -> None:
 
 
 def test_the_none_algorithm_is_refused() -> None:
-    token = jwt.encode({"sub": "conv-1", "iat": 1, "exp": 2**40}, None, algorithm="none")
+    token = jwt.encode({"sub": "conv-1", "iat": 1, "exp": 2**40}, "", algorithm="none")
     with pytest.raises(TokenError) as caught:
         TokenSigner(SECRET).verify(token, conversation_id="conv-1")
     assert caught.value.reason == "malformed"

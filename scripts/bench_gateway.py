@@ -1,0 +1,289 @@
+"""The gateway's own added latency, measured against the same Kafka hop without a gateway.
+
+    python scripts/bench_gateway.py [--count 300] [--bootstrap HOST:PORT] [--compare-aio]
+
+Inbound: a client's transcript_chunk frame until a consumer sees the record, against a bare
+producer's record until the same consumer sees it. Outbound: a worker's reply record until the
+client's socket has it, against the same record until a bare consumer has it. The difference
+is what the gateway adds. Also reports the gateway's own stage histograms (frame received to
+broker ack; reply consumed to socket written) and, with --compare-aio, produce-to-ack latency of
+our EventProducer against confluent-kafka's AIOProducer. Lone messages, one at a time: this is
+a latency benchmark, not a load test. Runs an embedded broker unless --bootstrap is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import confluent_kafka
+from aiohttp import web
+from confluent_kafka.aio import AIOProducer
+from pydantic import SecretStr
+
+from broker import BrokerThread
+from gateway.app import GATEWAY_KEY, create_app
+from gateway.event_producer import EventProducer
+from gateway.reply_router import LATENCY_CONSUMER_CONFIG, ensure_topic
+from schemas.codec import default_codec
+from schemas.events import SuggestionEvent, TranscriptSegment
+from teleprompter.kafka.catalog import TopicCatalog, TopicSpec
+from teleprompter.settings import Settings
+from teleprompter.tokens import TokenSigner
+
+SECRET = "bench-gateway-signing-secret-0123456789"
+GAP_S = 0.003  # between lone messages, so each one travels alone
+
+
+class Arrivals:
+    """A consumer thread noting when each record (by a tag in its value) arrives."""
+
+    def __init__(self, bootstrap: str, topic: str, tag_of: Callable[[bytes], str]) -> None:
+        self._consumer = confluent_kafka.Consumer(
+            {
+                **LATENCY_CONSUMER_CONFIG,
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+            }
+        )
+        _low, high = self._consumer.get_watermark_offsets(
+            confluent_kafka.TopicPartition(topic, 0), timeout=10, cached=False
+        )
+        self._consumer.assign([confluent_kafka.TopicPartition(topic, 0, high)])
+        self._tag_of = tag_of
+        self._seen: dict[str, float] = {}
+        self._arrived = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            record = self._consumer.poll(0.05)
+            if record is None or record.error() is not None:
+                continue
+            at = time.perf_counter()
+            with self._arrived:
+                self._seen[self._tag_of(record.value() or b"")] = at
+                self._arrived.notify_all()
+
+    async def wait(self, tag: str) -> float:
+        def block() -> float:
+            with self._arrived:
+                if not self._arrived.wait_for(lambda: tag in self._seen, timeout=10):
+                    raise TimeoutError(f"record {tag} never arrived")
+                return self._seen.pop(tag)
+
+        return await asyncio.to_thread(block)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def summary(name: str, samples_s: list[float]) -> dict[str, Any]:
+    ms = sorted(s * 1000 for s in samples_s)
+    row = {
+        "name": name,
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p90_ms": round(ms[int(len(ms) * 0.9) - 1], 3),
+        "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+    print(
+        f"{name:<52} n={row['n']:<5} p50={row['p50_ms']:>8.3f}  p90={row['p90_ms']:>8.3f}  "
+        f"p99={row['p99_ms']:>8.3f}  mean={row['mean_ms']:>8.3f} ms"
+    )
+    return row
+
+
+def transcript_tag(value: bytes) -> str:
+    event = default_codec().decode(value)
+    return event.text if isinstance(event, TranscriptSegment) else ""
+
+
+def reply_tag(value: bytes) -> str:
+    event = default_codec().decode(value)
+    return event.turn_id if isinstance(event, SuggestionEvent) else ""
+
+
+async def bench(bootstrap: str, count: int, compare_aio: bool) -> list[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=f"bench{tag}",
+        gateway_id=f"gw-bench-{tag}",
+        partitions=1,
+        secret=SecretStr(SECRET),
+        data_dir=Path(tempfile.mkdtemp()),
+        log_level="WARNING",
+    )
+    catalog = TopicCatalog.from_settings(settings)
+    baseline_topic = TopicSpec(
+        name=f"bench{tag}.baseline", event_type=TranscriptSegment, partitions=1
+    )
+    for spec in (*catalog.shared_topics, baseline_topic):
+        await ensure_topic(bootstrap, spec, timeout_s=10)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    gateway = app[GATEWAY_KEY]
+    while not gateway.ready:
+        await asyncio.sleep(0.01)
+    rows: list[dict[str, Any]] = []
+    raw = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
+    )
+    stop_polling = threading.Event()
+
+    def serve_delivery_reports() -> None:
+        while not stop_polling.is_set():
+            raw.poll(0.05)
+
+    poller = threading.Thread(target=serve_delivery_reports, daemon=True)
+    poller.start()
+    codec = default_codec()
+    token = TokenSigner(SECRET.encode()).issue("bench-conv", ttl_s=600)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            f"http://{host}:{port}/ws?conversation_id=bench-conv&token={token}"
+        )
+        assert json.loads((await ws.receive()).data)["type"] == "ready"
+
+        # Inbound: client frame -> record visible to a consumer, against a bare producer.
+        inbound = Arrivals(bootstrap, catalog.transcripts.name, transcript_tag)
+        baseline_in = Arrivals(bootstrap, baseline_topic.name, transcript_tag)
+        via_gateway: list[float] = []
+        bare: list[float] = []
+        for i in range(count):
+            text = f"in-{i}"
+            frame = json.dumps({"type": "transcript_chunk", "text": text})
+            start = time.perf_counter()
+            await ws.send_str(frame)
+            via_gateway.append(await inbound.wait(text) - start)
+            await asyncio.sleep(GAP_S)
+            segment = TranscriptSegment(
+                conversation_id="bench-conv", session_id="s", segment_id="x", text=f"b-{i}"
+            )
+            start = time.perf_counter()
+            raw.produce(baseline_topic.name, key=segment.key, value=codec.encode(segment))
+            bare.append(await baseline_in.wait(f"b-{i}") - start)
+            await asyncio.sleep(GAP_S)
+        inbound.close()
+        baseline_in.close()
+        rows.append(summary("in: client frame -> record consumed (via gateway)", via_gateway))
+        rows.append(summary("in: bare produce -> record consumed (no gateway)", bare))
+
+        # Outbound: worker's reply record -> client's socket, against a bare consumer.
+        baseline_out = Arrivals(bootstrap, gateway.reply_topic.name, reply_tag)
+        to_socket: list[float] = []
+        to_consumer: list[float] = []
+        for i in range(count):
+            event = SuggestionEvent(
+                conversation_id="bench-conv", turn_id=f"t{i}", kind="delta", text="w", full_text="w"
+            )
+            start = time.perf_counter()
+            raw.produce(gateway.reply_topic.name, key=event.key, value=codec.encode(event))
+            message = await ws.receive()
+            to_socket.append(time.perf_counter() - start)
+            assert json.loads(message.data)["turn_id"] == f"t{i}"
+            to_consumer.append(await baseline_out.wait(f"t{i}") - start)
+            await asyncio.sleep(GAP_S)
+        baseline_out.close()
+        rows.append(summary("out: reply produced -> client socket (via gateway)", to_socket))
+        rows.append(summary("out: reply produced -> bare consumer (no gateway)", to_consumer))
+        await ws.close()
+
+    metrics = gateway.metrics
+    for stage in ("gateway_produce", "gateway_deliver"):
+        total = metrics.registry.get_sample_value(
+            "teleprompter_stage_latency_seconds_sum", {"stage": stage}
+        )
+        n = metrics.registry.get_sample_value(
+            "teleprompter_stage_latency_seconds_count", {"stage": stage}
+        )
+        if total is not None and n:
+            mean = total / n * 1000
+            print(f"gateway histogram {stage:<33} n={int(n):<5} mean={mean:8.3f} ms")
+            rows.append({"name": f"histogram {stage}", "n": int(n), "mean_ms": round(mean, 3)})
+
+    if compare_aio:
+        rows.extend(await compare_producers(bootstrap, catalog.transcripts.name, count))
+    stop_polling.set()
+    poller.join()
+    raw.flush(10)
+    await runner.cleanup()
+    return rows
+
+
+async def compare_producers(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
+    """Produce -> ack of lone messages: our EventProducer against confluent-kafka's AIOProducer."""
+    codec = default_codec()
+    segment = TranscriptSegment(conversation_id="c", session_id="s", segment_id="x", text="hi")
+    rows = []
+    ours = EventProducer(bootstrap_servers=bootstrap, codec=codec)
+    await ours.start()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await ours.produce(topic, segment)
+        samples.append(time.perf_counter() - start)
+        await asyncio.sleep(GAP_S)
+    await ours.close()
+    rows.append(summary("produce -> ack: EventProducer", samples))
+    config = {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
+    for label, options in [
+        ("AIOProducer(batch_size=1)", {"batch_size": 1}),
+        ("AIOProducer() defaults", {}),
+    ]:
+        producer = AIOProducer(dict(config), **options)
+        samples = []
+        for _ in range(min(count, 30)):  # the defaults wait ~1 s per lone message
+            start = time.perf_counter()
+            delivered = await producer.produce(topic, value=codec.encode(segment), key=b"c")
+            await asyncio.wait_for(delivered, timeout=10)
+            samples.append(time.perf_counter() - start)
+            await asyncio.sleep(GAP_S)
+        await producer.close()
+        rows.append(summary(f"produce -> ack: {label}", samples))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--bootstrap", default=None, help="an existing Kafka (default: embedded)")
+    parser.add_argument("--compare-aio", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    broker: BrokerThread | None = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        broker = BrokerThread(data_dir=Path(tempfile.mkdtemp()))
+        broker.start()
+        bootstrap = broker.bootstrap_servers
+    try:
+        rows = asyncio.run(bench(bootstrap, args.count, args.compare_aio))
+    finally:
+        if broker is not None:
+            broker.stop()
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
