@@ -14,11 +14,12 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from gateway.event_producer import EventProducer
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.protocol import ErrorMessage
-from gateway.reply_router import ReplyRouter, ReplyTopicError, ensure_topic
+from gateway.reply_router import ReplyRouter, ReplyTopicError
 from gateway.session import Session
 from schemas.codec import EventCodec, default_codec
+from teleprompter.kafka.admin import KafkaAdminError, TopicAdmin
 from teleprompter.kafka.catalog import TopicCatalog
-from teleprompter.settings import Settings
+from teleprompter.settings import Settings, SettingsError
 from teleprompter.tokens import TokenError, TokenSigner, resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Gateway:
         close_timeout_s: float = 5.0,
     ) -> None:
         if settings.client_timeout_s <= settings.heartbeat_s:
-            raise ValueError(
+            raise SettingsError(
                 f"TELEPROMPTER_CLIENT_TIMEOUT_S ({settings.client_timeout_s}) must exceed "
                 f"TELEPROMPTER_HEARTBEAT_S ({settings.heartbeat_s})"
             )
@@ -90,6 +91,7 @@ class Gateway:
         )
         self._sessions: set[Session] = set()
         self._ready = False
+        self._ready_event = asyncio.Event()
         self._stopping = False
         self._startup: asyncio.Task[None] | None = None
 
@@ -97,6 +99,10 @@ class Gateway:
     def ready(self) -> bool:
         """Serving: the reply topic exists and its consumer is assigned and running."""
         return self._ready and self.router.running and not self._stopping
+
+    async def wait_ready(self) -> None:
+        """Return once the gateway has become ready (it may have stopped again since)."""
+        await self._ready_event.wait()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -108,17 +114,20 @@ class Gateway:
         # Kafka may come up after the gateway; keep trying and stay unready meanwhile.
         while not self._stopping:
             try:
-                await ensure_topic(
-                    self.settings.bootstrap_servers,
-                    self.reply_topic,
+                admin = TopicAdmin(
+                    bootstrap_servers=self.settings.bootstrap_servers,
                     timeout_s=self._kafka_timeout_s,
                 )
+                report = await admin.ensure_topics([self.reply_topic])
+                if not report.ok:
+                    logger.warning("reply topic differs from the catalog: %s", report.summary())
                 await self.router.start(timeout_s=self._kafka_timeout_s)
-            except ReplyTopicError as exc:
+            except (KafkaAdminError, ReplyTopicError) as exc:
                 logger.warning("gateway not ready yet: %s; retrying", exc)
                 await asyncio.sleep(STARTUP_RETRY_S)
                 continue
             self._ready = True
+            self._ready_event.set()
             logger.info(
                 "gateway %s ready: replies on %s", self.settings.gateway_id, self.reply_topic.name
             )

@@ -80,6 +80,7 @@ class EventProducer:
             "linger.ms": linger_ms,
             "message.timeout.ms": int(delivery_timeout_s * 1000),
             "error_cb": self._on_client_error,
+            "logger": logging.getLogger("librdkafka.producer"),  # not straight to stderr
             **(extra_config or {}),
         }
         self._producer = confluent_kafka.Producer(config)

@@ -9,9 +9,7 @@ from collections.abc import Mapping
 from typing import Final, Protocol
 
 import confluent_kafka
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.aio import AIOConsumer
-from confluent_kafka.cimpl import NewTopic
 
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -25,7 +23,6 @@ from gateway.protocol import (
 from schemas.codec import EventCodec
 from schemas.errors import SchemaError
 from schemas.events import Event, SuggestionEvent, TranscriptSegment, now_ms
-from teleprompter.kafka.catalog import TopicSpec
 
 logger = logging.getLogger(__name__)
 
@@ -81,28 +78,6 @@ def reply_message(event: Event) -> ServerMessage | None:
     return None
 
 
-async def ensure_topic(bootstrap_servers: str, spec: TopicSpec, *, timeout_s: float) -> None:
-    """Create `spec` if it does not exist yet."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    new_topic = NewTopic(
-        spec.name,
-        num_partitions=spec.partitions,
-        replication_factor=spec.replication_factor,
-        config=spec.config,
-    )
-    futures = admin.create_topics([new_topic], request_timeout=timeout_s)
-    try:
-        await asyncio.wrap_future(futures[spec.name])
-    except confluent_kafka.KafkaException as exc:
-        error = exc.args[0]
-        if isinstance(error, confluent_kafka.KafkaError) and (
-            error.code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS
-        ):
-            return
-        raise ReplyTopicError(f"cannot create topic {spec.name}: {exc}") from exc
-    logger.info("created reply topic %s", spec.name)
-
-
 class ReplyRouter:
     """Reads the reply topic from its end and routes every record by conversation id."""
 
@@ -119,9 +94,10 @@ class ReplyRouter:
         extra_config: Mapping[str, ConfigValue] | None = None,
     ) -> None:
         self.topic = topic
-        self._config: dict[str, ConfigValue] = {
+        self._config: dict[str, object] = {
             **LATENCY_CONSUMER_CONFIG,
             "bootstrap.servers": bootstrap_servers,
+            "logger": logging.getLogger("librdkafka.consumer"),  # not straight to stderr
             # Required by librdkafka, but partitions are assigned, never subscribed: no group.
             "group.id": group_id,
             **(extra_config or {}),

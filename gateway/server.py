@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from gateway.app import create_app
 from teleprompter.settings import Settings
@@ -17,6 +18,20 @@ from teleprompter.tokens import TokenSigner, resolve_secret
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S: Final = 10.0
+
+
+class QuerylessAccessLogger(AbstractAccessLogger):
+    """Access log lines without query strings: clients send their token in the query."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
 
 
 async def serve(
@@ -28,7 +43,12 @@ async def serve(
 ) -> None:
     """Serve until `stop` is set; then stop accepting, close sockets 1001, flush Kafka."""
     app = create_app(settings, signer=signer)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log_class=QuerylessAccessLogger,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)

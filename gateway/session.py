@@ -35,7 +35,14 @@ from gateway.protocol import (
     message_type,
     parse_client_message,
 )
-from schemas.events import AudioChunk, CustomerProfile, Event, SessionRoute, TranscriptSegment
+from schemas.events import (
+    AudioChunk,
+    CustomerProfile,
+    Event,
+    SessionRoute,
+    Speaker,
+    TranscriptSegment,
+)
 from teleprompter.kafka.catalog import TopicCatalog
 
 logger = logging.getLogger(__name__)
@@ -234,7 +241,7 @@ class Session:
 
     def _reject(self, error: ProtocolError) -> None:
         self._metrics.protocol_errors.labels(code=error.code).inc()
-        logger.info("session %s: %s", self.session_id, error)
+        logger.debug("session %s: %s", self.session_id, error)  # counted; clients can flood
         self.deliver(ErrorMessage(code=error.code, message=error.message))
 
     # --- in: client to server ----------------------------------------------------------
@@ -258,8 +265,7 @@ class Session:
 
     def _dispatch(self, message: ClientMessage, received_at: float) -> None:
         if isinstance(message, TranscriptChunk):
-            segment = self._segment(text=message.text, speaker=message.speaker)
-            segment.final = message.final
+            segment = self._segment(text=message.text, speaker=message.speaker, final=message.final)
             self._produce(self._catalog.transcripts.name, segment, received_at, what=message.type)
         elif isinstance(message, AudioConfig):
             self._flush_audio_tail()
@@ -299,20 +305,23 @@ class Session:
         self._flush_audio_tail()
         if self._audio_seq:
             self._produce_audio(b"", received_at, end_of_stream=True)
-        segment = self._segment(text="", speaker="customer")
-        segment.end_of_conversation = True
+        segment = self._segment(text="", speaker="customer", end_of_conversation=True)
         self._produce(self._catalog.transcripts.name, segment, received_at, what="end")
         self._ended = True
         self.announce_route(connected=False)
 
-    def _segment(self, *, text: str, speaker: str) -> TranscriptSegment:
+    def _segment(
+        self, *, text: str, speaker: Speaker, final: bool = True, end_of_conversation: bool = False
+    ) -> TranscriptSegment:
         segment = TranscriptSegment(
             conversation_id=self.conversation_id,
             session_id=self.session_id,
             segment_id=f"{self.session_id}:{self._segments}",
-            speaker="rep" if speaker == "rep" else "customer",
+            speaker=speaker,
             text=text,
+            final=final,
             source="text",
+            end_of_conversation=end_of_conversation,
         )
         self._segments += 1
         segment.stamp("gateway_in")
@@ -430,9 +439,12 @@ class Session:
                 self._transport.abort()
 
     async def finish(self) -> None:
-        """The client is gone: hand over the audio still held, stop writing."""
-        if self._audio_tail_timer is not None or self._framer.pending_bytes:
+        """The client is gone: hand over the audio still held, end its stream, stop writing."""
+        if not self._ended:
             self._flush_audio_tail()
+            if self._audio_seq:
+                # This session's stream is over; a reconnect starts a new one (new session id).
+                self._produce_audio(b"", time.perf_counter(), end_of_stream=True)
         self._closing = True
         await self._stop_writer()
         if self._close_task is not None:

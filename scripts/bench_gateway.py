@@ -92,7 +92,10 @@ class Arrivals:
         self._consumer.close()
 
 
-def summary(name: str, samples_s: list[float]) -> dict[str, Any]:
+Row = dict[str, Any]
+
+
+def summary(name: str, samples_s: list[float]) -> Row:
     ms = sorted(s * 1000 for s in samples_s)
     row = {
         "name": name,
@@ -119,118 +122,146 @@ def reply_tag(value: bytes) -> str:
     return event.turn_id if isinstance(event, SuggestionEvent) else ""
 
 
-async def bench(bootstrap: str, count: int, compare_aio: bool) -> list[dict[str, Any]]:
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=f"bench{tag}",
-        gateway_id=f"gw-bench-{tag}",
-        partitions=1,
-        secret=SecretStr(SECRET),
-        data_dir=Path(tempfile.mkdtemp()),
-        log_level="WARNING",
-    )
-    catalog = TopicCatalog.from_settings(settings)
-    baseline_topic = TopicSpec(
-        name=f"bench{tag}.baseline", event_type=TranscriptSegment, partitions=1
-    )
-    for spec in (*catalog.shared_topics, baseline_topic):
-        await ensure_topic(bootstrap, spec, timeout_s=10)
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    gateway = app[GATEWAY_KEY]
-    while not gateway.ready:
-        await asyncio.sleep(0.01)
-    rows: list[dict[str, Any]] = []
-    raw = confluent_kafka.Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
-    )
-    stop_polling = threading.Event()
+class Setup:
+    """An in-process gateway on its own topics, a bare producer, and a client token."""
 
-    def serve_delivery_reports() -> None:
-        while not stop_polling.is_set():
-            raw.poll(0.05)
+    def __init__(self, bootstrap: str) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.settings = Settings(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=f"bench{tag}",
+            gateway_id=f"gw-bench-{tag}",
+            partitions=1,
+            secret=SecretStr(SECRET),
+            data_dir=Path(tempfile.mkdtemp()),
+            log_level="WARNING",
+        )
+        self.catalog = TopicCatalog.from_settings(self.settings)
+        self.baseline_topic = TopicSpec(
+            name=f"bench{tag}.baseline", event_type=TranscriptSegment, partitions=1
+        )
+        self.app = create_app(self.settings)
+        self.gateway = self.app[GATEWAY_KEY]
+        self.runner = web.AppRunner(self.app, handle_signals=False)
+        self.url = ""
+        self.token = TokenSigner(SECRET.encode()).issue("bench-conv", ttl_s=600)
+        self.raw = confluent_kafka.Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
+        )
+        self._stop_polling = threading.Event()
+        self._poller = threading.Thread(target=self._serve_delivery_reports, daemon=True)
 
-    poller = threading.Thread(target=serve_delivery_reports, daemon=True)
-    poller.start()
+    def _serve_delivery_reports(self) -> None:
+        while not self._stop_polling.is_set():
+            self.raw.poll(0.05)
+
+    async def start(self) -> None:
+        for spec in (*self.catalog.shared_topics, self.baseline_topic):
+            await ensure_topic(self.bootstrap, spec, timeout_s=10)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        await asyncio.wait_for(self.gateway.wait_ready(), 30)
+        self._poller.start()
+
+    async def stop(self) -> None:
+        self._stop_polling.set()
+        self._poller.join()
+        self.raw.flush(10)
+        await self.runner.cleanup()
+
+
+async def inbound(setup: Setup, ws: aiohttp.ClientWebSocketResponse, count: int) -> list[Row]:
+    """Client frame -> record visible to a consumer, against a bare producer's record."""
     codec = default_codec()
-    token = TokenSigner(SECRET.encode()).issue("bench-conv", ttl_s=600)
-    async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(
-            f"http://{host}:{port}/ws?conversation_id=bench-conv&token={token}"
+    via_gateway_arrivals = Arrivals(setup.bootstrap, setup.catalog.transcripts.name, transcript_tag)
+    bare_arrivals = Arrivals(setup.bootstrap, setup.baseline_topic.name, transcript_tag)
+    via_gateway: list[float] = []
+    bare: list[float] = []
+    for i in range(count):
+        frame = json.dumps({"type": "transcript_chunk", "text": f"in-{i}"})
+        start = time.perf_counter()
+        await ws.send_str(frame)
+        via_gateway.append(await via_gateway_arrivals.wait(f"in-{i}") - start)
+        await asyncio.sleep(GAP_S)
+        segment = TranscriptSegment(
+            conversation_id="bench-conv", session_id="s", segment_id="x", text=f"b-{i}"
         )
-        assert json.loads((await ws.receive()).data)["type"] == "ready"
+        start = time.perf_counter()
+        setup.raw.produce(setup.baseline_topic.name, key=segment.key, value=codec.encode(segment))
+        bare.append(await bare_arrivals.wait(f"b-{i}") - start)
+        await asyncio.sleep(GAP_S)
+    via_gateway_arrivals.close()
+    bare_arrivals.close()
+    return [
+        summary("in: client frame -> record consumed (via gateway)", via_gateway),
+        summary("in: bare produce -> record consumed (no gateway)", bare),
+    ]
 
-        # Inbound: client frame -> record visible to a consumer, against a bare producer.
-        inbound = Arrivals(bootstrap, catalog.transcripts.name, transcript_tag)
-        baseline_in = Arrivals(bootstrap, baseline_topic.name, transcript_tag)
-        via_gateway: list[float] = []
-        bare: list[float] = []
-        for i in range(count):
-            text = f"in-{i}"
-            frame = json.dumps({"type": "transcript_chunk", "text": text})
-            start = time.perf_counter()
-            await ws.send_str(frame)
-            via_gateway.append(await inbound.wait(text) - start)
-            await asyncio.sleep(GAP_S)
-            segment = TranscriptSegment(
-                conversation_id="bench-conv", session_id="s", segment_id="x", text=f"b-{i}"
-            )
-            start = time.perf_counter()
-            raw.produce(baseline_topic.name, key=segment.key, value=codec.encode(segment))
-            bare.append(await baseline_in.wait(f"b-{i}") - start)
-            await asyncio.sleep(GAP_S)
-        inbound.close()
-        baseline_in.close()
-        rows.append(summary("in: client frame -> record consumed (via gateway)", via_gateway))
-        rows.append(summary("in: bare produce -> record consumed (no gateway)", bare))
 
-        # Outbound: worker's reply record -> client's socket, against a bare consumer.
-        baseline_out = Arrivals(bootstrap, gateway.reply_topic.name, reply_tag)
-        to_socket: list[float] = []
-        to_consumer: list[float] = []
-        for i in range(count):
-            event = SuggestionEvent(
-                conversation_id="bench-conv", turn_id=f"t{i}", kind="delta", text="w", full_text="w"
-            )
-            start = time.perf_counter()
-            raw.produce(gateway.reply_topic.name, key=event.key, value=codec.encode(event))
-            message = await ws.receive()
-            to_socket.append(time.perf_counter() - start)
-            assert json.loads(message.data)["turn_id"] == f"t{i}"
-            to_consumer.append(await baseline_out.wait(f"t{i}") - start)
-            await asyncio.sleep(GAP_S)
-        baseline_out.close()
-        rows.append(summary("out: reply produced -> client socket (via gateway)", to_socket))
-        rows.append(summary("out: reply produced -> bare consumer (no gateway)", to_consumer))
-        await ws.close()
+async def outbound(setup: Setup, ws: aiohttp.ClientWebSocketResponse, count: int) -> list[Row]:
+    """A worker's reply record -> the client's socket, against a bare consumer of it."""
+    codec = default_codec()
+    reply_topic = setup.gateway.reply_topic.name
+    bare_arrivals = Arrivals(setup.bootstrap, reply_topic, reply_tag)
+    to_socket: list[float] = []
+    to_consumer: list[float] = []
+    for i in range(count):
+        event = SuggestionEvent(
+            conversation_id="bench-conv", turn_id=f"t{i}", kind="delta", text="w", full_text="w"
+        )
+        start = time.perf_counter()
+        setup.raw.produce(reply_topic, key=event.key, value=codec.encode(event))
+        message = await ws.receive()
+        to_socket.append(time.perf_counter() - start)
+        assert json.loads(message.data)["turn_id"] == f"t{i}"
+        to_consumer.append(await bare_arrivals.wait(f"t{i}") - start)
+        await asyncio.sleep(GAP_S)
+    bare_arrivals.close()
+    return [
+        summary("out: reply produced -> client socket (via gateway)", to_socket),
+        summary("out: reply produced -> bare consumer (no gateway)", to_consumer),
+    ]
 
-    metrics = gateway.metrics
+
+def gateway_histograms(setup: Setup) -> list[Row]:
+    rows: list[Row] = []
+    registry = setup.gateway.metrics.registry
     for stage in ("gateway_produce", "gateway_deliver"):
-        total = metrics.registry.get_sample_value(
-            "teleprompter_stage_latency_seconds_sum", {"stage": stage}
-        )
-        n = metrics.registry.get_sample_value(
-            "teleprompter_stage_latency_seconds_count", {"stage": stage}
-        )
+        labels = {"stage": stage}
+        total = registry.get_sample_value("teleprompter_stage_latency_seconds_sum", labels)
+        n = registry.get_sample_value("teleprompter_stage_latency_seconds_count", labels)
         if total is not None and n:
             mean = total / n * 1000
-            print(f"gateway histogram {stage:<33} n={int(n):<5} mean={mean:8.3f} ms")
+            print(f"gateway histogram {stage:<34} n={int(n):<5} mean={mean:8.3f} ms")
             rows.append({"name": f"histogram {stage}", "n": int(n), "mean_ms": round(mean, 3)})
-
-    if compare_aio:
-        rows.extend(await compare_producers(bootstrap, catalog.transcripts.name, count))
-    stop_polling.set()
-    poller.join()
-    raw.flush(10)
-    await runner.cleanup()
     return rows
 
 
-async def compare_producers(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
+async def bench(bootstrap: str, count: int, compare_aio: bool) -> list[Row]:
+    setup = Setup(bootstrap)
+    await setup.start()
+    rows: list[Row] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                f"{setup.url}/ws?conversation_id=bench-conv&token={setup.token}"
+            )
+            assert json.loads((await ws.receive()).data)["type"] == "ready"
+            rows += await inbound(setup, ws, count)
+            rows += await outbound(setup, ws, count)
+            await ws.close()
+        rows += gateway_histograms(setup)
+        if compare_aio:
+            rows += await compare_producers(bootstrap, setup.catalog.transcripts.name, count)
+    finally:
+        await setup.stop()
+    return rows
+
+
+async def compare_producers(bootstrap: str, topic: str, count: int) -> list[Row]:
     """Produce -> ack of lone messages: our EventProducer against confluent-kafka's AIOProducer."""
     codec = default_codec()
     segment = TranscriptSegment(conversation_id="c", session_id="s", segment_id="x", text="hi")
@@ -246,11 +277,8 @@ async def compare_producers(bootstrap: str, topic: str, count: int) -> list[dict
     await ours.close()
     rows.append(summary("produce -> ack: EventProducer", samples))
     config = {"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True}
-    for label, options in [
-        ("AIOProducer(batch_size=1)", {"batch_size": 1}),
-        ("AIOProducer() defaults", {}),
-    ]:
-        producer = AIOProducer(dict(config), **options)
+    for label, batch_size in [("AIOProducer(batch_size=1)", 1), ("AIOProducer() defaults", 1000)]:
+        producer = AIOProducer(dict(config), batch_size=batch_size)
         samples = []
         for _ in range(min(count, 30)):  # the defaults wait ~1 s per lone message
             start = time.perf_counter()

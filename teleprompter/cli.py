@@ -113,7 +113,7 @@ def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> Non
 
     try:
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
-    except SecretError as exc:
+    except (SecretError, SettingsError) as exc:
         click.echo(f"teleprompter: {exc}", err=True)
         ctx.exit(EXIT_NOT_READY)
 
@@ -196,12 +196,74 @@ def token(
         ctx.exit(EXIT_NOT_READY)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command()
+@click.option("--url", default=None, help="WebSocket URL of a running system (default: start one).")
+@click.option("--sessions", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds of scripted conversation.",
+)
+@click.option(
+    "--mode", type=click.Choice(["transcript", "audio"]), default="transcript", show_default=True
+)
+@click.option(
+    "--llm-ttft-ms", type=float, default=None, help="Simulator time to first token (300)."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report here as JSON.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="The script's random seed.")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    show_default=True,
+    help="Replay the prompts straight to the LLM endpoint (the floor).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Stream workers (1).")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds after which an unanswered turn counts as lost.",
+)
 @click.pass_context
-def bench(ctx: click.Context) -> None:
-    """Latency and load benchmark."""
-    _settings(ctx)
-    _not_ready("bench")
+def bench(
+    ctx: click.Context,
+    url: str | None,
+    sessions: int,
+    duration: float,
+    mode: str,
+    llm_ttft_ms: float | None,
+    json_path: Path | None,
+    seed: int,
+    baseline: bool,
+    workers: int | None,
+    deadline: float,
+) -> None:
+    """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
+    from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
+
+    settings = _settings(ctx)
+    options = BenchOptions(
+        url=url,
+        sessions=sessions,
+        duration_s=duration,
+        mode="audio" if mode == "audio" else "transcript",
+        llm_ttft_ms=llm_ttft_ms,
+        seed=seed,
+        baseline=baseline,
+        deadline_s=deadline,
+        workers=workers,
+    )
+    ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
 
 
 @main.command()

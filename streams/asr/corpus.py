@@ -98,7 +98,7 @@ def speak(text: str, voice: Voice, *, cache_dir: Path | None = None) -> SpokenSe
     audio: Samples | None = None
     cached: Path | None = None
     if cache_dir is not None:
-        digest = hashlib.sha1(f"{voice}|{text}".encode()).hexdigest()[:16]  # noqa: S324 - a cache key
+        digest = hashlib.sha1(f"{voice}|{text}".encode()).hexdigest()[:16]
         cached = cache_dir / f"{digest}.npy"
         if cached.is_file():
             audio = np.load(cached).astype(np.float32)
@@ -160,8 +160,9 @@ def word_errors(reference: str, hypothesis: str) -> int:
     for i, ref_word in enumerate(ref, start=1):
         previous, row[0] = row[0], i
         for j, hyp_word in enumerate(hyp, start=1):
-            previous, row[j] = row[j], min(
-                row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word)
+            previous, row[j] = (
+                row[j],
+                min(row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word)),
             )
     return row[-1]
 

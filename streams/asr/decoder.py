@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+import ctranslate2
 import numpy as np
+from faster_whisper.tokenizer import Tokenizer
 
 from streams.asr.audio import SAMPLE_RATE, Samples
 
@@ -55,8 +57,6 @@ class UtteranceDecoder:
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
     ) -> None:
-        from faster_whisper.tokenizer import Tokenizer
-
         self._model = model
         self._whisper: Any = model.model
         tokenizer = Tokenizer(
@@ -72,8 +72,6 @@ class UtteranceDecoder:
 
     def decode(self, audio: Samples) -> Transcription:
         """Text of `audio` (float32 mono 16 kHz, at most MAX_AUDIO_S long). Blocking."""
-        import ctranslate2
-
         started = time.perf_counter()
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s > MAX_AUDIO_S:

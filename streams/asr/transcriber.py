@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SAMPLES_PER_MS: Final = SAMPLE_RATE // 1000
+_WINDOW_MS: Final = WINDOW_SAMPLES / _SAMPLES_PER_MS
 StreamKey = tuple[str, Speaker]
 
 
@@ -58,7 +59,7 @@ class RecognizerConfig:
 
     endpoint_silence_ms: float = 300.0
     """Silence after speech that ends an utterance: the main latency lever."""
-    speculate_after_ms: float = 64.0
+    speculate_after_ms: float = 32.0
     """Silence after which the utterance is decoded in case the pause becomes the endpoint."""
     partial_interval_ms: float = 700.0
     """Speech between partial transcripts."""
@@ -202,7 +203,8 @@ class StreamingRecognizer:
         self._vad = StreamingVad()
         cfg = self.config
         self._preroll = int(cfg.preroll_ms * _SAMPLES_PER_MS)
-        self._endpoint = int(cfg.endpoint_silence_ms * _SAMPLES_PER_MS)
+        # Silence is counted in whole VAD windows: round to the nearest rather than up.
+        self._endpoint = max(1, round(cfg.endpoint_silence_ms / _WINDOW_MS)) * WINDOW_SAMPLES
         self._speculate_after = int(cfg.speculate_after_ms * _SAMPLES_PER_MS)
         self._partial_interval = int(cfg.partial_interval_ms * _SAMPLES_PER_MS)
         self._min_speech = int(cfg.min_speech_ms * _SAMPLES_PER_MS)
@@ -228,16 +230,22 @@ class StreamingRecognizer:
         """Add audio that arrived at wall-clock `now_ms` (Unix ms); may emit transcripts."""
         if self._closed:
             raise RuntimeError("recognizer is closed")
-        self._buffer.append(samples)
-        self._last_now_ms = now_ms
         loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._vad_executor, self._vad.process, samples)
-        for probability in probabilities.tolist():
-            start = self._vad_position
-            self._vad_position += WINDOW_SAMPLES
-            await self._on_window(probability, start, self._vad_position)
-        if self._utterance is None:
-            self._buffer.discard_before(self._vad_position - self._preroll)
+        # Gateway chunks are 100-200 ms; anything longer goes in 1 s pieces so that the buffer,
+        # which holds one utterance at most, never has to take more than it can keep.
+        for offset in range(0, len(samples), SAMPLE_RATE):
+            piece = samples[offset : offset + SAMPLE_RATE]
+            self._buffer.append(piece)
+            self._last_now_ms = now_ms - (len(samples) - offset - len(piece)) / _SAMPLES_PER_MS
+            probabilities = await loop.run_in_executor(
+                self._vad_executor, self._vad.process, piece
+            )
+            for probability in probabilities.tolist():
+                start = self._vad_position
+                self._vad_position += WINDOW_SAMPLES
+                await self._on_window(probability, start, self._vad_position)
+            if self._utterance is None:
+                self._buffer.discard_before(self._vad_position - self._preroll)
 
     async def flush(self, *, now_ms: float | None = None) -> None:
         """End of stream: finalise the utterance in progress, if any."""
@@ -259,52 +267,51 @@ class StreamingRecognizer:
     # --- utterance state machine, one VAD window at a time ---------------------------------
 
     async def _on_window(self, probability: float, start: int, end: int) -> None:
-        cfg = self.config
         utterance = self._utterance
         if utterance is None:
-            if probability >= cfg.vad_threshold:
-                self._utterance = _Utterance(
-                    utterance_id=f"{self._id_prefix}-{next(self._counter)}",
-                    start=max(self._buffer.start, start - self._preroll),
-                    speech_start=start,
-                    speech_end=end,
-                    partial_requested_to=start,
-                )
+            if probability >= self.config.vad_threshold:
+                first = max(self._buffer.start, start - self._preroll)
+                self._utterance = self._new_utterance(first, start, end)
             return
-        if probability >= cfg.vad_threshold:
-            if utterance.silence_start is not None:
-                utterance.silence_start = None
-                self._drop_speculation(utterance)
-            utterance.speech_end = end
-        elif probability < cfg.vad_neg_threshold:
-            if utterance.silence_start is None:
-                utterance.silence_start = start
-        elif utterance.silence_start is None:
-            utterance.speech_end = end  # undecided window inside speech: still speech
-
-        if utterance.silence_start is not None:
-            silence = end - utterance.silence_start
-            if silence >= self._endpoint:
-                await self._finalize(utterance, end)
-                return
-            if silence >= self._speculate_after and utterance.speculation is None:
-                utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
-        elif end - utterance.partial_requested_to >= self._partial_interval and (
-            end - utterance.speech_start >= self._min_speech
-        ):
-            self._request_partial(utterance, end)
+        self._track_voice(utterance, probability, start, end)
+        if utterance.silence_start is None:
+            if end - utterance.partial_requested_to >= self._partial_interval and (
+                end - utterance.speech_start >= self._min_speech
+            ):
+                self._request_partial(utterance, end)
+        elif end - utterance.silence_start >= self._endpoint:
+            await self._finalize(utterance, end)
+            return
+        elif end - utterance.silence_start >= self._speculate_after and not utterance.speculation:
+            utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
 
         if end - utterance.start >= self._max_utterance:
             speaking = utterance.silence_start is None
             await self._finalize(utterance, end)
             if speaking:  # carry on without pre-roll, which would repeat the last words
-                self._utterance = _Utterance(
-                    utterance_id=f"{self._id_prefix}-{next(self._counter)}",
-                    start=end,
-                    speech_start=end,
-                    speech_end=end,
-                    partial_requested_to=end,
-                )
+                self._utterance = self._new_utterance(end, end, end)
+
+    def _track_voice(self, utterance: _Utterance, probability: float, start: int, end: int) -> None:
+        """Silero's hysteresis: silence starts below the low threshold, ends above the high."""
+        if probability >= self.config.vad_threshold:
+            if utterance.silence_start is not None:
+                utterance.silence_start = None
+                self._drop_speculation(utterance)
+            utterance.speech_end = end
+        elif probability < self.config.vad_neg_threshold:
+            if utterance.silence_start is None:
+                utterance.silence_start = start
+        elif utterance.silence_start is None:
+            utterance.speech_end = end  # undecided window inside speech: still speech
+
+    def _new_utterance(self, start: int, speech_start: int, speech_end: int) -> _Utterance:
+        return _Utterance(
+            utterance_id=f"{self._id_prefix}-{next(self._counter)}",
+            start=start,
+            speech_start=speech_start,
+            speech_end=speech_end,
+            partial_requested_to=speech_start,
+        )
 
     def _submit(self, utterance: _Utterance, end: int, priority: DecodePriority) -> _Decode:
         audio = self._buffer.slice(utterance.start, end)
@@ -480,6 +487,8 @@ class SpeechRecognitionEngine:
         self._results: asyncio.Queue[RecognizedText] = asyncio.Queue(maxsize=results_size)
         self._streams: dict[StreamKey, _Stream] = {}
         self._ending: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._max_streams = max_streams
         self._inbox_chunks = inbox_chunks
         self._idle_release_s = idle_release_s
@@ -528,12 +537,17 @@ class SpeechRecognitionEngine:
             + sum(s.recognizer.partials_dropped for s in self._streams.values()),
         )
 
+    @property
+    def decoder(self) -> UtteranceDecoder:
+        return self._decoder
+
     def open_recognizer(
         self,
         conversation_id: str,
         *,
         speaker: Speaker = "customer",
         results: asyncio.Queue[RecognizedText] | None = None,
+        config: RecognizerConfig | None = None,
     ) -> StreamingRecognizer:
         """A recogniser on this engine's model, driven by the caller (benchmarks and tests)."""
         return StreamingRecognizer(
@@ -542,7 +556,7 @@ class SpeechRecognitionEngine:
             scheduler=self._scheduler,
             vad_executor=self._vad_executor,
             results=results if results is not None else self._results,
-            config=self.config,
+            config=config or self.config,
         )
 
     async def accept(self, chunk: AudioChunk, *, now_ms: float | None = None) -> None:
@@ -588,6 +602,17 @@ class SpeechRecognitionEngine:
     async def next_result(self) -> RecognizedText:
         return await self._results.get()
 
+    def take_ready(self) -> list[RecognizedText]:
+        """The transcripts already produced, without waiting."""
+        ready = []
+        while not self._results.empty():
+            ready.append(self._results.get_nowait())
+        return ready
+
+    async def wait_until_idle(self) -> None:
+        """Until every stream has ended and its last transcript is in the results."""
+        await self._idle.wait()
+
     async def close(self) -> None:
         """Stop every stream (without finalising), the scheduler and the threads."""
         self._closed = True
@@ -621,7 +646,9 @@ class SpeechRecognitionEngine:
             last_audio_at=time.monotonic(),
         )
         stream.task = asyncio.create_task(self._run(stream), name=f"asr-{key[0]}-{key[1]}")
+        stream.task.add_done_callback(lambda _: self._note_if_idle())
         self._streams[key] = stream
+        self._idle.clear()
         logger.debug("audio stream %s/%s opened", *key)
         return stream
 
@@ -636,9 +663,15 @@ class SpeechRecognitionEngine:
         # A new chunk with the same key opens a fresh stream while this one finishes.
         if self._streams.get(stream.key) is stream:
             del self._streams[stream.key]
-        if stream.task is not None:
+        if stream.task is not None and not stream.task.done():
             self._ending.add(stream.task)
             stream.task.add_done_callback(self._ending.discard)
+            stream.task.add_done_callback(lambda _: self._note_if_idle())
+        self._note_if_idle()
+
+    def _note_if_idle(self) -> None:
+        if not self._streams and not self._ending:
+            self._idle.set()
 
     async def _run(self, stream: _Stream) -> None:
         recognizer = stream.recognizer

@@ -114,7 +114,7 @@ class BudgetCheck:
     """A target from the issue and whether this run met it (information, never a test)."""
 
     name: str
-    limit_ms: float | None
+    limit: float
     value: float | None
     met: bool | None  # None: not measured in this run
 
@@ -223,8 +223,7 @@ class BenchReport:
             for b in self.budgets:
                 verdict = {True: "met", False: "MISSED", None: "not measured"}[b.met]
                 value = "-" if b.value is None else f"{b.value:g}"
-                limit = "" if b.limit_ms is None else f" (budget {b.limit_ms:g})"
-                out.append(f"budget {b.name}: {value}{limit} {verdict}")
+                out.append(f"budget {b.name}: {value} (at most {b.limit:g}) {verdict}")
         for note in self.notes:
             out.append(f"note: {note}")
         return "\n".join(out)
@@ -245,9 +244,9 @@ def _cell(value: float | None) -> str:
     return f"{'-':>8}" if value is None else f"{value:>8.1f}"
 
 
-def budget(name: str, limit_ms: float | None, value: float | None) -> BudgetCheck:
-    met = None if value is None or limit_ms is None else value <= limit_ms
-    return BudgetCheck(name=name, limit_ms=limit_ms, value=value, met=met)
+def budget(name: str, limit: float, value: float | None) -> BudgetCheck:
+    met = None if value is None else value <= limit
+    return BudgetCheck(name=name, limit=limit, value=value, met=met)
 
 
 def _cpu_model() -> str:

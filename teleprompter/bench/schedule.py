@@ -182,7 +182,9 @@ def build_schedule(
     return Schedule(conversations=tuple(conversations), duration_s=duration_s, seed=seed)
 
 
-def _partials(text: str, start_s: float, end_s: float, *, every_s: float) -> tuple[tuple[float, str], ...]:
+def _partials(
+    text: str, start_s: float, end_s: float, *, every_s: float
+) -> tuple[tuple[float, str], ...]:
     """Interim transcripts: the words said so far, every `every_s` while the line is spoken."""
     words = text.split()
     out = []

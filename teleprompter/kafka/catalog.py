@@ -63,62 +63,62 @@ class TopicCatalog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicCatalog:
-        p, n, rf = settings.topic_prefix, settings.partitions, settings.replication_factor
+        prefix = settings.topic_prefix
+
+        def spec(
+            name: str,
+            event_type: type[Event],
+            description: str,
+            *,
+            cleanup_policy: CleanupPolicy = "delete",
+            retention_ms: int = 7 * DAY_MS,
+        ) -> TopicSpec:
+            # Every conversation topic has the same partition count: co-partitioned by key.
+            return TopicSpec(
+                name=f"{prefix}.{name}",
+                event_type=event_type,
+                partitions=settings.partitions,
+                cleanup_policy=cleanup_policy,
+                retention_ms=retention_ms,
+                replication_factor=settings.replication_factor,
+                description=description,
+            )
+
         return cls(
-            prefix=p,
-            replication_factor=rf,
-            audio=TopicSpec(
-                name=f"{p}.audio",
-                event_type=AudioChunk,
-                partitions=n,
+            prefix=prefix,
+            replication_factor=settings.replication_factor,
+            audio=spec(
+                "audio",
+                AudioChunk,
+                "client audio chunks, keyed by conversation",
                 retention_ms=HOUR_MS,
-                replication_factor=rf,
-                description="client audio chunks, keyed by conversation",
             ),
-            transcripts=TopicSpec(
-                name=f"{p}.transcripts",
-                event_type=TranscriptSegment,
-                partitions=n,
-                replication_factor=rf,
-                description="typed and recognised speech, both speakers",
+            transcripts=spec(
+                "transcripts", TranscriptSegment, "typed and recognised speech, both speakers"
             ),
-            turns=TopicSpec(
-                name=f"{p}.turns",
-                event_type=Turn,
-                partitions=n,
-                replication_factor=rf,
-                description="debounced customer utterances: suggestion requests",
+            turns=spec("turns", Turn, "debounced customer utterances: suggestion requests"),
+            suggestions=spec(
+                "suggestions",
+                SuggestionEvent,
+                "every suggestion's outcome (complete/cancelled/throttled) for replay",
             ),
-            suggestions=TopicSpec(
-                name=f"{p}.suggestions",
-                event_type=SuggestionEvent,
-                partitions=n,
-                replication_factor=rf,
-                description="every suggestion's outcome (complete/cancelled/throttled) for replay",
-            ),
-            routes=TopicSpec(
-                name=f"{p}.routes",
-                event_type=SessionRoute,
-                partitions=n,
+            routes=spec(
+                "routes",
+                SessionRoute,
+                "conversation -> gateway reply topic",
                 cleanup_policy="compact",
-                replication_factor=rf,
-                description="conversation -> gateway reply topic",
             ),
-            summaries=TopicSpec(
-                name=f"{p}.summaries",
-                event_type=ConversationSummary,
-                partitions=n,
+            summaries=spec(
+                "summaries",
+                ConversationSummary,
+                "rolling conversation summaries",
                 cleanup_policy="compact",
-                replication_factor=rf,
-                description="rolling conversation summaries",
             ),
-            profiles=TopicSpec(
-                name=f"{p}.profiles",
-                event_type=CustomerProfile,
-                partitions=n,
+            profiles=spec(
+                "profiles",
+                CustomerProfile,
+                "customer profile and product notes per conversation",
                 cleanup_policy="compact",
-                replication_factor=rf,
-                description="customer profile and product notes per conversation",
             ),
         )
 

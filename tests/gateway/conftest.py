@@ -26,7 +26,6 @@ from schemas.events import Event
 from teleprompter.kafka.catalog import TopicCatalog, TopicSpec
 from teleprompter.settings import Settings
 from teleprompter.tokens import TokenSigner
-from tests.waiting import wait_until
 
 SECRET = "gateway-tests-signing-secret-0123456789"
 TIMEOUT_S = 15.0
@@ -138,7 +137,7 @@ async def start_gateway(
     running = RunningGateway(
         settings=settings, runner=runner, url=f"http://{host}:{port}", http=http
     )
-    await wait_until(lambda: running.gateway.ready, timeout_s=TIMEOUT_S, what="gateway ready")
+    await asyncio.wait_for(running.gateway.wait_ready(), TIMEOUT_S)
     return running
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -19,7 +20,7 @@ from schemas.events import (
     SuggestionEvent,
     TranscriptSegment,
 )
-from teleprompter.settings import Settings
+from teleprompter.settings import Settings, SettingsError
 from tests.gateway.conftest import (
     SECRET,
     GatewayFactory,
@@ -270,6 +271,27 @@ async def test_bad_audio_gets_an_error_and_the_session_continues(
     await ws.close()
 
 
+async def test_leaving_mid_stream_hands_over_the_tail_and_ends_the_stream(
+    shared_gateway: RunningGateway, conversation_id: str, bootstrap_servers: str
+) -> None:
+    ws, _ready = await shared_gateway.connect(conversation_id)
+    await ws.send_bytes(bytes(7000))  # one 200 ms chunk and a 600-byte tail
+    await ws.close()
+    chunks = await read_events(
+        bootstrap_servers,
+        shared_gateway.catalog.audio.name,
+        conversation_id=conversation_id,
+        count=3,
+    )
+    assert [
+        (c.seq, len(c.audio), c.end_of_stream) for c in chunks if isinstance(c, AudioChunk)
+    ] == [
+        (0, 6400, False),
+        (1, 600, False),
+        (2, 0, True),
+    ]
+
+
 async def test_a_pause_in_audio_flushes_the_held_back_tail(
     shared_gateway: RunningGateway, conversation_id: str, bootstrap_servers: str
 ) -> None:
@@ -509,6 +531,14 @@ async def test_a_silent_client_is_pinged_then_dropped_and_a_ponging_one_stays(
     assert texts[0]["code"] == "unknown_type"
     await ponging.close()
     await answering
+
+
+def test_the_client_timeout_must_exceed_the_heartbeat(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, secret=SecretStr(SECRET), heartbeat_s=30, client_timeout_s=20
+    )
+    with pytest.raises(SettingsError, match="TELEPROMPTER_CLIENT_TIMEOUT_S"):
+        create_app(settings)
 
 
 # --- HTTP ---------------------------------------------------------------------------------------

@@ -88,6 +88,9 @@ async def test_gateway_command_serves_until_sigterm_and_closes_sockets_1001(
         assert close.type is aiohttp.WSMsgType.CLOSE
         assert close.data == 1001
         assert await asyncio.wait_for(process.wait(), TIMEOUT_S) == 0
+        log = (tmp_path / "gateway.log").read_text()
+        assert '"GET /ws"' in log  # requests are logged...
+        assert token not in log  # ...but never their tokens
         # Stopped accepting: nothing listens on the port any more.
         try:
             async with http.get(f"{url}/healthz") as response:

@@ -14,25 +14,12 @@ from aiohttp.test_utils import TestServer
 
 from streams.llm import LlmError, SuggestionModel
 from streams.llm_sim.playbook import match_play, reply_fragments
-from streams.llm_sim.server import create_app
 from streams.prompt import ConversationContext, Prompt, PromptBuilder
 from teleprompter.settings import Settings
+from tests.streams.conftest import start_simulator
 
 UTTERANCE = "I think we were double charged on the last invoice."
 WAIT_S = 10.0
-
-
-async def start(*, ttft_ms: float, tokens_per_s: float) -> TestServer:
-    server = TestServer(create_app(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s))
-    await server.start_server()
-    return server
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TestServer]:
-    server = await start(ttft_ms=5.0, tokens_per_s=2000.0)
-    yield server
-    await server.close()
 
 
 def model_for(server: TestServer, **options: Any) -> SuggestionModel:
@@ -116,7 +103,7 @@ async def test_complete_asks_the_summary_model_for_the_whole_answer(
 
 
 async def test_cancelling_the_consumer_closes_the_http_stream() -> None:
-    server = await start(ttft_ms=0.0, tokens_per_s=0.01)  # the second token is 100 s away
+    server = await start_simulator(ttft_ms=0.0, tokens_per_s=0.01)  # the second token is 100 s away
     first = asyncio.Event()
     received: list[str] = []
 
@@ -142,7 +129,7 @@ async def test_cancelling_the_consumer_closes_the_http_stream() -> None:
 
 
 async def test_stopping_early_inside_aclosing_closes_the_stream() -> None:
-    server = await start(ttft_ms=0.0, tokens_per_s=0.01)
+    server = await start_simulator(ttft_ms=0.0, tokens_per_s=0.01)
     try:
         async with model_for(server) as model:
             async with aclosing(model.stream(suggestion_prompt(), request_id="early")) as texts:
@@ -199,7 +186,7 @@ async def test_error_statuses_map_to_kinds(sim: TestServer, status: str, kind: s
 
 
 async def test_no_first_token_within_the_timeout_is_a_timeout() -> None:
-    server = await start(ttft_ms=100_000.0, tokens_per_s=40.0)
+    server = await start_simulator(ttft_ms=100_000.0, tokens_per_s=40.0)
     try:
         async with model_for(server, timeout_s=0.2) as model:
             with pytest.raises(LlmError) as caught:

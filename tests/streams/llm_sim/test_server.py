@@ -22,6 +22,7 @@ from yarl import URL
 from streams.llm_sim.playbook import match_play, reply_fragments
 from streams.llm_sim.server import create_app, serve
 from teleprompter.settings import Settings
+from tests.streams.conftest import start_simulator
 
 PRICE = "Customer: Honestly, this is way too expensive for a team our size."
 MESSAGES: list[Any] = [
@@ -30,19 +31,6 @@ MESSAGES: list[Any] = [
 ]
 UTTERANCE = PRICE.removeprefix("Customer: ")
 WAIT_S = 10.0
-
-
-async def start(*, ttft_ms: float, tokens_per_s: float) -> TestServer:
-    server = TestServer(create_app(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s))
-    await server.start_server()
-    return server
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TestServer]:
-    server = await start(ttft_ms=5.0, tokens_per_s=2000.0)
-    yield server
-    await server.close()
 
 
 @pytest.fixture
@@ -146,7 +134,7 @@ async def test_models_are_listed(client: openai.AsyncOpenAI) -> None:
 async def test_stats_report_the_configured_clock_and_each_request_by_its_id(
     http: aiohttp.ClientSession,
 ) -> None:
-    server = await start(ttft_ms=25.0, tokens_per_s=700.0)
+    server = await start_simulator(ttft_ms=25.0, tokens_per_s=700.0)
     try:
         body = {"model": "m", "messages": MESSAGES, "stream": True}
         headers = {"X-Request-Id": "turn-42"}
@@ -304,7 +292,7 @@ async def disconnect_mid_stream(http: aiohttp.ClientSession, root: URL) -> None:
 
 
 async def test_disconnect_before_the_first_token(http: aiohttp.ClientSession) -> None:
-    server = await start(ttft_ms=100_000.0, tokens_per_s=40.0)
+    server = await start_simulator(ttft_ms=100_000.0, tokens_per_s=40.0)
     try:
         body = {"model": "m", "messages": MESSAGES, "stream": True}
         url = server.make_url("/v1/chat/completions")

@@ -1,0 +1,26 @@
+"""The recogniser benchmark's measuring code, run on two sentences without real-time pacing."""
+
+from __future__ import annotations
+
+from streams.asr.bench import run_streams
+from streams.asr.corpus import SpokenSentence, join_with_silence
+from streams.asr.transcriber import RecognizerConfig, SpeechRecognitionEngine
+
+
+async def test_run_streams_counts_finals_and_errors(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    bench_engine = SpeechRecognitionEngine(
+        engine.decoder, config=RecognizerConfig(endpoint_silence_ms=300), decode_workers=1
+    )
+    try:
+        conversation = join_with_silence([corpus[0], corpus[3]], gap_s=1.0)
+        result = await run_streams(bench_engine, [conversation], silence_ms=300, real_time=False)
+    finally:
+        await bench_engine.close()
+    assert result.utterances == 2
+    assert result.finals == 2
+    assert result.missed == 0
+    assert result.extra_finals == 0
+    assert result.wer <= 15
+    assert result.latency_ms["n"] == 2

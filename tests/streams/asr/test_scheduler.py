@@ -1,0 +1,128 @@
+"""Decode jobs: finals before partials, cancellation, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from streams.asr.audio import Samples
+from streams.asr.decoder import Transcription
+from streams.asr.scheduler import DecodePriority, DecodeScheduler, SchedulerClosedError
+
+
+class RecordingDecode:
+    """A decode function that records what it was asked and can be held at a gate."""
+
+    def __init__(self) -> None:
+        self.order: list[float] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, audio: Samples) -> Transcription:
+        self.entered.set()
+        self.gate.wait(timeout=10)
+        self.order.append(float(audio[0]))
+        return Transcription(
+            text=f"audio {audio[0]:.0f}",
+            no_speech_prob=0.0,
+            avg_logprob=0.0,
+            audio_s=len(audio) / 16000,
+            decode_ms=0.0,
+            is_speech=True,
+        )
+
+
+def audio(marker: float) -> Samples:
+    return np.full(160, marker, dtype=np.float32)
+
+
+async def hold_the_worker(
+    decode: RecordingDecode, scheduler: DecodeScheduler
+) -> asyncio.Future[Transcription]:
+    decode.gate.clear()
+    decode.entered.clear()
+    blocker = scheduler.submit(audio(0), DecodePriority.PARTIAL)
+    await asyncio.wait_for(asyncio.to_thread(decode.entered.wait, 10), 10)
+    return blocker.future
+
+
+async def test_finals_run_before_partials_queued_earlier() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        partials = [scheduler.submit(audio(m), DecodePriority.PARTIAL) for m in (1, 2)]
+        finals = [scheduler.submit(audio(m), DecodePriority.FINAL) for m in (3, 4)]
+        decode.gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, *(j.future for j in partials + finals)), 10)
+        assert decode.order == [0, 3, 4, 1, 2]
+        assert (await finals[0].future).text == "audio 3"
+    finally:
+        await scheduler.close()
+
+
+async def test_pending_job_can_be_cancelled_or_given_newer_audio() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        dropped = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        refreshed = scheduler.submit(audio(2), DecodePriority.PARTIAL)
+        dropped.cancel()
+        assert dropped.cancelled and dropped.future.cancelled()
+        refreshed.audio = audio(5)
+        decode.gate.set()
+        assert (await asyncio.wait_for(refreshed.future, 10)).text == "audio 5"
+        await blocker
+        assert decode.order == [0, 5]
+    finally:
+        await scheduler.close()
+
+
+async def test_running_job_cannot_be_cancelled() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        decode.gate.clear()
+        decode.entered.clear()
+        job = scheduler.submit(audio(7), DecodePriority.FINAL)
+        await asyncio.wait_for(asyncio.to_thread(decode.entered.wait, 10), 10)
+        job.cancel()
+        assert not job.cancelled
+        decode.gate.set()
+        assert (await asyncio.wait_for(job.future, 10)).text == "audio 7"
+    finally:
+        await scheduler.close()
+
+
+async def test_a_failing_decode_fails_only_its_job() -> None:
+    def explode(samples: Samples) -> Transcription:
+        raise RuntimeError("model fell over")
+
+    scheduler = DecodeScheduler(explode, workers=1)
+    try:
+        job = scheduler.submit(audio(1), DecodePriority.FINAL)
+        with pytest.raises(RuntimeError, match="model fell over"):
+            await asyncio.wait_for(job.future, 10)
+        again = scheduler.submit(audio(2), DecodePriority.FINAL)
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(again.future, 10)
+    finally:
+        await scheduler.close()
+
+
+async def test_close_cancels_what_has_not_started() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    blocker = await hold_the_worker(decode, scheduler)
+    waiting = scheduler.submit(audio(1), DecodePriority.FINAL)
+    await scheduler.close()
+    decode.gate.set()
+    assert waiting.future.cancelled()
+    assert blocker.cancelled()
+    with pytest.raises(SchedulerClosedError):
+        scheduler.submit(audio(2), DecodePriority.FINAL)

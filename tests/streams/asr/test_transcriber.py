@@ -1,0 +1,304 @@
+"""Streaming recognition with the real model on espeak-ng speech, fed in 100 ms frames.
+
+Frames are fed as fast as the recogniser takes them while the clock they carry advances as in
+real time; the recogniser decides on audio positions only, so this segments as a live stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from schemas.events import AudioChunk
+from streams.asr.audio import SAMPLE_RATE, AudioFormatError, Samples
+from streams.asr.corpus import (
+    Conversation,
+    SpokenSentence,
+    join_with_silence,
+    word_error_rate,
+    words,
+)
+from streams.asr.transcriber import (
+    AsrCapacityError,
+    RecognizedText,
+    RecognizerConfig,
+    SpeechRecognitionEngine,
+    StreamingRecognizer,
+)
+from tests.streams.asr.conftest import to_mulaw_8k, to_pcm_s16le
+
+FRAME_MS = 100
+T0_MS = 1_700_000_000_000.0
+WER_LIMIT = 0.15
+
+
+async def send_audio(
+    engine: SpeechRecognitionEngine,
+    conversation_id: str,
+    audio: bytes,
+    *,
+    encoding: str = "pcm_s16le",
+    sample_rate: int = SAMPLE_RATE,
+    end: bool = True,
+) -> None:
+    """The audio as the gateway produces it: 100 ms chunks, the last one marked end of stream."""
+    bytes_per_frame = sample_rate * FRAME_MS // 1000 * (2 if encoding == "pcm_s16le" else 1)
+    for seq, offset in enumerate(range(0, len(audio), bytes_per_frame)):
+        last = offset + bytes_per_frame >= len(audio)
+        await engine.accept(
+            AudioChunk(
+                conversation_id=conversation_id,
+                session_id=f"{conversation_id}-session",
+                seq=seq,
+                encoding=encoding,  # type: ignore[arg-type]  # bad values are under test
+                sample_rate=sample_rate,
+                audio=audio[offset : offset + bytes_per_frame],
+                end_of_stream=end and last,
+            ),
+            now_ms=T0_MS + (seq + 1) * FRAME_MS,
+        )
+
+
+async def feed(recognizer: StreamingRecognizer, audio: Samples, *, start_ms: float = 0.0) -> None:
+    frame = SAMPLE_RATE * FRAME_MS // 1000
+    for offset in range(0, len(audio), frame):
+        now = T0_MS + start_ms + (offset + frame) * 1000 / SAMPLE_RATE
+        await recognizer.feed(audio[offset : offset + frame], now_ms=now)
+
+
+def by_conversation(texts: Sequence[RecognizedText], conversation_id: str) -> list[RecognizedText]:
+    return [t for t in texts if t.conversation_id == conversation_id]
+
+
+def finals_per_sentence(
+    conversation: Conversation, finals: Sequence[RecognizedText]
+) -> list[list[RecognizedText]]:
+    """Each sentence's finals: those whose audio lies within its speech (plus pauses)."""
+    spans = [(s * 1000 / SAMPLE_RATE, e * 1000 / SAMPLE_RATE) for s, e in conversation.speech_spans]
+    assigned: list[list[RecognizedText]] = [[] for _ in spans]
+    for final in finals:
+        assert final.speech_end_ms is not None
+        owners = [i for i, (s, e) in enumerate(spans) if s - 400 <= final.speech_end_ms <= e + 400]
+        assert len(owners) == 1, f"final {final.text!r} does not belong to exactly one sentence"
+        assigned[owners[0]].append(final)
+    return assigned
+
+
+def streamed_wer(
+    conversations: Sequence[Conversation], results: Sequence[RecognizedText], ids: Sequence[str]
+) -> float:
+    references: list[str] = []
+    hypotheses: list[str] = []
+    for conversation, conversation_id in zip(conversations, ids, strict=True):
+        finals = [t for t in by_conversation(results, conversation_id) if t.final]
+        for sentence, mine in zip(
+            conversation.sentences, finals_per_sentence(conversation, finals), strict=True
+        ):
+            assert mine, f"no final for {sentence.text!r} ({sentence.voice.name})"
+            references.append(sentence.text)
+            hypotheses.append(" ".join(t.text for t in mine))
+    return word_error_rate(references, hypotheses)
+
+
+def voices(corpus: Sequence[SpokenSentence]) -> list[list[SpokenSentence]]:
+    names = sorted({s.voice.name for s in corpus})
+    return [[s for s in corpus if s.voice.name == name] for name in names]
+
+
+async def test_streamed_corpus_is_transcribed_within_15_percent_wer(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    conversations = [join_with_silence(group) for group in voices(corpus)]
+    ids = [f"wer-{i}" for i in range(len(conversations))]
+    await asyncio.gather(
+        *(
+            send_audio(engine, cid, to_pcm_s16le(c.audio))
+            for cid, c in zip(ids, conversations, strict=True)
+        )
+    )
+    await asyncio.wait_for(engine.wait_until_idle(), 60)
+    results = engine.take_ready()
+
+    wer = streamed_wer(conversations, results, ids)
+    assert wer <= WER_LIMIT
+    finals = [t for t in results if t.final]
+    assert len(finals) <= 1.5 * len(corpus)  # an occasional comma pause may end an utterance
+    for final in finals:
+        assert final.session_id == f"{final.conversation_id}-session"
+        assert final.speaker == "customer"
+        assert final.speech_end_wall_ms == pytest.approx(T0_MS + final.speech_end_ms, abs=1)
+
+
+async def test_telephony_mulaw_8khz_is_transcribed_within_15_percent_wer(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    conversations = [join_with_silence(group) for group in voices(corpus)[:2]]
+    ids = [f"mulaw-{i}" for i in range(len(conversations))]
+    await asyncio.gather(
+        *(
+            send_audio(engine, cid, to_mulaw_8k(c.audio), encoding="mulaw", sample_rate=8000)
+            for cid, c in zip(ids, conversations, strict=True)
+        )
+    )
+    await asyncio.wait_for(engine.wait_until_idle(), 60)
+    assert streamed_wer(conversations, engine.take_ready(), ids) <= WER_LIMIT
+
+
+async def test_a_300ms_endpoint_gives_one_final_per_sentence(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    conversation = join_with_silence(voices(corpus)[0])
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    recognizer = engine.open_recognizer(
+        "one-each", results=results, config=RecognizerConfig(endpoint_silence_ms=300)
+    )
+    await feed(recognizer, conversation.audio)
+    await recognizer.flush()
+    finals = [results.get_nowait() for _ in range(results.qsize())]
+    assert all(f.final for f in finals)  # partials of fast-fed audio arrive after their final
+    assert [len(mine) for mine in finals_per_sentence(conversation, finals)] == [1] * 10
+
+
+async def test_partials_arrive_while_a_long_utterance_is_spoken(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    sentence = max(corpus, key=lambda s: s.duration_s)
+    audio = np.concatenate([sentence.audio, np.zeros(SAMPLE_RATE, np.float32)])
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    recognizer = engine.open_recognizer(
+        "partials", results=results, config=RecognizerConfig(endpoint_silence_ms=600)
+    )
+    spoken = sentence.speech_start + 3 * SAMPLE_RATE
+    await feed(recognizer, audio[:spoken])
+    partial = await asyncio.wait_for(results.get(), timeout=30)
+    assert not partial.final
+    assert recognizer.in_utterance
+    heard = words(partial.text)
+    assert len(heard) >= 3
+    assert len(set(heard) & set(words(sentence.text))) >= 0.6 * len(heard)
+
+    await feed(recognizer, audio[spoken:], start_ms=spoken * 1000 / SAMPLE_RATE)
+    await recognizer.flush()
+    later = [results.get_nowait() for _ in range(results.qsize())]
+    finals = [t for t in later if t.final]
+    assert len(finals) == 1
+    assert finals[0].utterance_id == partial.utterance_id
+    assert word_error_rate([sentence.text], [finals[0].text]) <= WER_LIMIT
+
+
+async def test_silence_and_noise_make_no_transcript(engine: SpeechRecognitionEngine) -> None:
+    rng = np.random.default_rng(5)
+    audio = np.concatenate(
+        [
+            np.zeros(3 * SAMPLE_RATE, np.float32),
+            rng.normal(0, 0.02, 3 * SAMPLE_RATE).astype(np.float32),
+            np.clip(rng.normal(0, 0.3, 3 * SAMPLE_RATE), -1, 1).astype(np.float32),
+            np.zeros(SAMPLE_RATE, np.float32),
+        ]
+    )
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    recognizer = engine.open_recognizer("quiet", results=results)
+    await feed(recognizer, audio)
+    await recognizer.flush()
+    assert results.empty()
+    assert recognizer.buffered_samples <= 0.3 * SAMPLE_RATE  # only the pre-roll is kept
+
+
+async def test_bad_audio_is_rejected_and_the_stream_goes_on(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    sentence = corpus[2]
+    good = to_pcm_s16le(np.concatenate([sentence.audio, np.zeros(SAMPLE_RATE, np.float32)]))
+    half = len(good) // 2 // 3200 * 3200
+    await send_audio(engine, "bad-audio", good[:half], end=False)
+
+    def chunk(**fields: object) -> AudioChunk:
+        values: dict[str, object] = {
+            "conversation_id": "bad-audio",
+            "session_id": "bad-audio-session",
+            "seq": 99,
+            "audio": b"\x00\x00" * 800,
+        }
+        values.update(fields)
+        return AudioChunk(**values)  # type: ignore[arg-type]
+
+    with pytest.raises(AudioFormatError, match="3 bytes of pcm_s16le"):
+        await engine.accept(chunk(audio=b"\x01\x02\x03"))
+    with pytest.raises(AudioFormatError, match="unknown audio encoding 'opus'"):
+        await engine.accept(chunk(encoding="opus"))
+    with pytest.raises(AudioFormatError, match="unsupported sample rate 96001 Hz"):
+        await engine.accept(chunk(sample_rate=96001))
+    with pytest.raises(AudioFormatError, match="unknown audio encoding"):
+        await engine.accept(chunk(conversation_id="bad-from-the-start", encoding="flac"))
+
+    await send_audio(engine, "bad-audio", good[half:])
+    await asyncio.wait_for(engine.wait_until_idle(), 60)
+    finals = [t for t in by_conversation(engine.take_ready(), "bad-audio") if t.final]
+    assert word_error_rate([sentence.text], [" ".join(t.text for t in finals)]) <= WER_LIMIT
+
+
+async def test_speech_cut_off_by_the_end_of_stream_is_finalised(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    sentence = corpus[5]
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    recognizer = engine.open_recognizer("cut-off", results=results)
+    await feed(recognizer, sentence.audio[: sentence.speech_end])
+    assert results.empty()
+    await recognizer.flush()
+    final = results.get_nowait()
+    assert final.final
+    assert word_error_rate([sentence.text], [final.text]) <= 0.2
+
+
+async def test_an_utterance_without_pauses_is_cut_at_the_length_cap(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    sentence = max(corpus, key=lambda s: s.duration_s)
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    config = RecognizerConfig(endpoint_silence_ms=2000, max_utterance_s=2.0)
+    recognizer = engine.open_recognizer("capped", results=results, config=config)
+    frame = SAMPLE_RATE * FRAME_MS // 1000
+    largest = 0
+    for offset in range(0, len(sentence.audio), frame):
+        await recognizer.feed(sentence.audio[offset : offset + frame], now_ms=T0_MS + offset / 16)
+        largest = max(largest, recognizer.buffered_samples)
+    await recognizer.flush()
+    finals = [t for t in (results.get_nowait() for _ in range(results.qsize())) if t.final]
+    assert len(finals) >= 3
+    assert all(f.end_ms - f.start_ms <= 2000 + FRAME_MS for f in finals)
+    assert largest <= 2.5 * SAMPLE_RATE
+
+
+async def test_an_idle_stream_is_finalised_and_released(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    idle_engine = SpeechRecognitionEngine(engine.decoder, idle_release_s=0.2, decode_workers=1)
+    try:
+        sentence = corpus[8]
+        speech = to_pcm_s16le(sentence.audio[: sentence.speech_end])
+        await send_audio(idle_engine, "goes-quiet", speech, end=False)
+        assert idle_engine.stats.streams == 1
+        await asyncio.wait_for(idle_engine.wait_until_idle(), 30)
+        finals = [t for t in idle_engine.take_ready() if t.final]
+        assert len(finals) == 1
+        assert word_error_rate([sentence.text], [finals[0].text]) <= 0.2
+    finally:
+        await idle_engine.close()
+
+
+async def test_streams_beyond_capacity_are_refused(engine: SpeechRecognitionEngine) -> None:
+    small = SpeechRecognitionEngine(engine.decoder, max_streams=1, decode_workers=1)
+    try:
+        silence = b"\x00\x00" * 1600
+        await send_audio(small, "first", silence, end=False)
+        with pytest.raises(AsrCapacityError, match="already recognises 1 audio streams"):
+            await send_audio(small, "second", silence, end=False)
+        await send_audio(small, "first", silence, end=True)
+        await asyncio.wait_for(small.wait_until_idle(), 30)
+        await send_audio(small, "second", silence, end=True)
+    finally:
+        await small.close()
