@@ -1,5 +1,6 @@
 """The Faust application: agents from transcript to turn to streamed suggestion, and their state.
 
+    audio --transcribe--> transcripts (+ echo to the gateway's reply topic)
     transcripts --coalesce--> turns --suggest--> <gateway's reply topic> + suggestions (outcomes)
     routes / profiles / summaries --> tables the agents read
 
@@ -21,6 +22,7 @@ import faust
 from schemas.codec import EventCodec, default_codec
 from schemas.errors import SchemaError
 from schemas.events import (
+    AudioChunk,
     ConversationSummary,
     CustomerProfile,
     Event,
@@ -30,6 +32,9 @@ from schemas.events import (
     Turn,
 )
 from streams.admission import AdmissionGate
+from streams.asr.audio import AudioFormatError
+from streams.asr.model import AsrModelError
+from streams.asr.transcriber import AsrCapacityError, RecognizedText, SpeechRecognitionEngine
 from streams.coalescer import TurnCoalescer
 from streams.contexts import ContextStore
 from streams.llm import SuggestionModel
@@ -95,18 +100,32 @@ class SuggestionPipeline:
             publish=self._publish_summary,
         )
         self._pause_changed = asyncio.Event()
+        self._speech: SpeechRecognitionEngine | None = None
+        self._speech_loaded = asyncio.Event()
 
+        self._agent(self.catalog.audio.name, "transcribe", self._transcribe)
         self._agent(self.catalog.transcripts.name, "coalesce", self._coalesce)
         self._agent(self.catalog.turns.name, "suggest", self._suggest)
         self._agent(self.catalog.routes.name, "track-routes", self._track_routes)
         self._agent(self.catalog.profiles.name, "track-profiles", self._track_profiles)
         self._agent(self.catalog.summaries.name, "track-summaries", self._track_summaries)
         self.app.task(self._pause_clock)
+        self.app.task(self._run_speech_recognition)
         self.app.timer(IDLE_SWEEP_INTERVAL_S)(self._sweep_idle)
         # mode's Signal stubs reject any async receiver, though it awaits them at runtime.
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
     # --- agents ---------------------------------------------------------------------------
+    async def _transcribe(self, stream: Any) -> None:
+        async for chunk in self._decoded(stream, AudioChunk):
+            await self._speech_loaded.wait()
+            if self._speech is None:
+                continue  # the model failed to load; that was reported loudly at start
+            try:
+                await self._speech.accept(chunk)
+            except (AudioFormatError, AsrCapacityError) as exc:
+                logger.warning("audio of %s not recognised: %s", chunk.conversation_id, exc)
+
     async def _coalesce(self, stream: Any) -> None:
         async for segment in self._decoded(stream, TranscriptSegment):
             segment.stamp("worker_in")
@@ -158,6 +177,37 @@ class SuggestionPipeline:
             for turn in self.coalescer.due(now_ms=_now_ms()):
                 await self._send_turn(turn)
 
+    async def _run_speech_recognition(self) -> None:
+        """Loads the speech model once per process, then publishes what it recognises."""
+        try:
+            self._speech = await SpeechRecognitionEngine.start(self.settings)
+        except AsrModelError as exc:
+            logger.error("speech recognition is off in this worker: %s", exc)
+        finally:
+            self._speech_loaded.set()
+        if self._speech is None:
+            return
+        async for recognized in self._speech.results():
+            await self._publish_transcript(recognized)
+
+    async def _publish_transcript(self, recognized: RecognizedText) -> None:
+        segment = TranscriptSegment(
+            conversation_id=recognized.conversation_id,
+            session_id=recognized.session_id,
+            segment_id=recognized.utterance_id,
+            speaker=recognized.speaker,
+            text=recognized.text,
+            final=recognized.final,
+            source="asr",
+        )
+        if recognized.speech_end_wall_ms is not None:
+            segment.trace["speech_end"] = recognized.speech_end_wall_ms
+        segment.trace["asr_out"] = recognized.produced_wall_ms
+        await self._send(self.catalog.transcripts.name, segment)
+        route = self.routes.get(segment.conversation_id)
+        if route is not None:
+            await self._send(route.reply_topic, segment)
+
     async def _sweep_idle(self) -> None:
         """Ends conversations that went quiet without saying goodbye, through their own stream."""
         for cid in self.contexts.idle(idle_s=self.settings.conversation_idle_s):
@@ -180,6 +230,8 @@ class SuggestionPipeline:
         await self.streamer.close()
         await self.summarizer.close()
         await self.model.close()
+        if self._speech is not None:
+            await self._speech.close()
 
     # --- helpers --------------------------------------------------------------------------
     def _agent(self, topic: str, name: str, fun: Any) -> None:

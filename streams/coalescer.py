@@ -33,7 +33,8 @@ class _Pending:
 class TurnCoalescer:
     """Turns a transcript stream into turns.
 
-    A final customer chunk that ends a sentence makes a turn at once; otherwise the turn waits for
+    A final customer chunk that ends a sentence (or a recognised utterance, which ends where the
+    speaker fell silent) makes a turn at once; otherwise the turn waits for
     `pause_ms` without new customer speech (partials count as speech: the customer is still
     talking). Rep speech never makes a turn. Time is passed in, so the agent owns the clock.
     """
@@ -65,7 +66,10 @@ class TurnCoalescer:
             pending = self._pending[cid] = _Pending()
         pending.texts.append(text)
         pending.trace = dict(segment.trace)
-        if _SENTENCE_END.search(text) or len(pending.text) >= MAX_PENDING_CHARS:
+        # A recognised utterance ends where voice activity detection heard the speaker stop: that
+        # silence was the pause, so waiting for another would only add latency.
+        ends_turn = segment.source == "asr" or _SENTENCE_END.search(text) is not None
+        if ends_turn or len(pending.text) >= MAX_PENDING_CHARS:
             return self._emit(cid, reason="sentence_end")
         pending.deadline_ms = now_ms + self._pause_ms
         return None

@@ -20,6 +20,8 @@ Publish = Callable[[SuggestionEvent], Coroutine[Any, Any, None]]
 
 # Trace stages in pipeline order; timings are the gaps between consecutive stages present.
 STAGES: Final = (
+    "speech_end",
+    "asr_out",
     "gateway_in",
     "worker_in",
     "turn_out",

@@ -235,7 +235,8 @@ class LocalSystem:
     def _say(self, line: str) -> None:
         if self.echo is not None:
             self.echo(f"{'up':>8} | {line}")
-        logger.info("%s", line)
+        else:
+            logger.info("%s", line)
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:

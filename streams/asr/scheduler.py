@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams.asr.audio import Samples
 from streams.asr.decoder import Transcription
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 class DecodePriority(enum.IntEnum):
-    """Lower runs first. An endpoint someone waits for beats a partial nobody must have."""
+    """An endpoint someone waits for goes before a partial nobody must have."""
 
     FINAL = 0
     PARTIAL = 1
@@ -25,6 +25,10 @@ class DecodePriority(enum.IntEnum):
 
 class SchedulerClosedError(RuntimeError):
     """The scheduler was closed; no more decodes run."""
+
+
+class SchedulerFullError(RuntimeError):
+    """More decode jobs queued than the scheduler was sized for."""
 
 
 @dataclass(eq=False)
@@ -36,7 +40,6 @@ class DecodeJob:
     future: asyncio.Future[Transcription]
     started: bool = False
     cancelled: bool = False
-    queued_at: float = field(default=0.0)
 
     @property
     def pending(self) -> bool:
@@ -51,12 +54,12 @@ class DecodeJob:
 
 
 class DecodeScheduler:
-    """A priority queue of decode jobs served by `workers` threads.
+    """Decode jobs served first come, first served by `workers` threads, finals first.
 
-    Finals go before partials, and within a priority first come first served, so one stream's
-    backlog never delays another stream's endpoint by more than the decodes already running.
-    The queue holds at most `max_jobs`; callers keep at most a few jobs per stream
-    outstanding, so that bound is never reached in normal operation.
+    Partials may occupy at most `partial_workers` threads (by default all but one), so a final
+    never waits behind partials, only behind other finals: one stream's backlog of partials
+    cannot delay another stream's endpoint. The queue holds at most `max_jobs`; callers keep a
+    few jobs per stream outstanding, so that bound is never reached in normal operation.
     """
 
     def __init__(
@@ -64,36 +67,43 @@ class DecodeScheduler:
         decode: Callable[[Samples], Transcription],
         *,
         workers: int = 2,
+        partial_workers: int | None = None,
         max_jobs: int = 1024,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._decode = decode
-        self._queue: asyncio.PriorityQueue[tuple[int, int, DecodeJob]] = asyncio.PriorityQueue(
-            maxsize=max_jobs
-        )
-        self._order = itertools.count()
+        self._partial_workers = partial_workers or max(1, workers - 1)
+        self._max_jobs = max_jobs
+        self._finals: deque[DecodeJob] = deque()
+        self._partials: deque[DecodeJob] = deque()
+        self._changed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-decode")
         self._tasks = [
             asyncio.create_task(self._serve(), name=f"asr-decode-{i}") for i in range(workers)
         ]
         self._closed = False
+        self._partials_running = 0
         self.busy = 0
         self.completed = 0
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._finals) + len(self._partials)
 
     def submit(self, audio: Samples, priority: DecodePriority) -> DecodeJob:
         """Queue a decode of `audio`; await `job.future` for its transcription."""
         if self._closed:
             raise SchedulerClosedError("decode scheduler is closed")
-        loop = asyncio.get_running_loop()
+        if self.queued >= self._max_jobs:
+            self._forget_cancelled()
+            if self.queued >= self._max_jobs:
+                raise SchedulerFullError(f"{self.queued} decode jobs already queued")
         job = DecodeJob(
-            audio=audio, priority=priority, future=loop.create_future(), queued_at=loop.time()
+            audio=audio, priority=priority, future=asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait((int(priority), next(self._order), job))
+        (self._finals if priority is DecodePriority.FINAL else self._partials).append(job)
+        self._changed.set()
         return job
 
     async def close(self) -> None:
@@ -102,19 +112,39 @@ class DecodeScheduler:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while not self._queue.empty():
-            _, _, job = self._queue.get_nowait()
+        for job in [*self._finals, *self._partials]:
             job.cancel()
+        self._finals.clear()
+        self._partials.clear()
         # The executor's threads finish the decodes already running, then exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _forget_cancelled(self) -> None:
+        for queue in (self._finals, self._partials):
+            live = [job for job in queue if not job.cancelled]
+            queue.clear()
+            queue.extend(live)
+
+    async def _next_job(self) -> DecodeJob:
+        while True:
+            while self._finals and self._finals[0].cancelled:
+                self._finals.popleft()
+            while self._partials and self._partials[0].cancelled:
+                self._partials.popleft()
+            if self._finals:
+                return self._finals.popleft()
+            if self._partials and self._partials_running < self._partial_workers:
+                return self._partials.popleft()
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            _, _, job = await self._queue.get()
-            if job.cancelled:
-                continue
+            job = await self._next_job()
             job.started = True
+            partial = job.priority is DecodePriority.PARTIAL
+            self._partials_running += int(partial)
             self.busy += 1
             try:
                 result = await loop.run_in_executor(self._executor, self._decode, job.audio)
@@ -129,5 +159,7 @@ class DecodeScheduler:
                 if not job.future.done():
                     job.future.set_result(result)
             finally:
+                self._partials_running -= int(partial)
                 self.busy -= 1
                 self.completed += 1
+                self._changed.set()  # a partial slot may have opened

@@ -237,9 +237,7 @@ class StreamingRecognizer:
             piece = samples[offset : offset + SAMPLE_RATE]
             self._buffer.append(piece)
             self._last_now_ms = now_ms - (len(samples) - offset - len(piece)) / _SAMPLES_PER_MS
-            probabilities = await loop.run_in_executor(
-                self._vad_executor, self._vad.process, piece
-            )
+            probabilities = await loop.run_in_executor(self._vad_executor, self._vad.process, piece)
             for probability in probabilities.tolist():
                 start = self._vad_position
                 self._vad_position += WINDOW_SAMPLES
@@ -347,9 +345,18 @@ class StreamingRecognizer:
 
     def _show_partial(self, utterance: _Utterance, decode: _Decode) -> None:
         future = decode.job.future
+        if utterance.finalized or self._closed or utterance is not self._utterance:
+            return
+        if (
+            decode is utterance.partial
+            and utterance.silence_start is None
+            and self._vad_position - utterance.partial_requested_to >= self._partial_interval
+        ):
+            # Requests were skipped while this one ran: ask for the newest audio right away.
+            self._request_partial(utterance, self._vad_position)
         if future.cancelled() or future.exception() is not None:
             return
-        if utterance.finalized or self._closed or decode.end <= utterance.partial_shown_to:
+        if decode.end <= utterance.partial_shown_to:
             return
         transcription = future.result()
         if not transcription.is_speech:

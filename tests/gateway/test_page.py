@@ -982,10 +982,6 @@ async def real_system(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="waits for the whole pipeline to run in tests (today `teleprompter worker` exits at "
-    "start-up); remove this mark once LocalSystem serves spoken suggestions"
-)
 async def test_real_system_transcribes_the_microphone_and_resumes_a_suggestion(
     browser: Browser, real_system: LocalSystem
 ) -> None:

@@ -6,10 +6,21 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from streams.asr.audio import SAMPLE_RATE, Samples
+from streams.asr.corpus import (
+    SENTENCES,
+    VOICES,
+    SpokenSentence,
+    build_corpus,
+    espeak_path,
+    word_error_rate,
+)
 from teleprompter.local_system import LocalSystem
 from tests.rep_client import RepClient
+from tests.streams.asr.conftest import to_mulaw_8k, to_pcm_s16le
 from tests.system_fixtures import RepClientFactory, system_settings
 
 
@@ -164,3 +175,95 @@ async def _second_gateway(system: LocalSystem) -> str:
     if id(system) not in _SECOND_GATEWAY:
         _SECOND_GATEWAY[id(system)] = await system.add_gateway(f"{system.resolved.gateway_id}-b")
     return _SECOND_GATEWAY[id(system)]
+
+
+# --- audio: spoken customer sentences through the WebSocket ------------------------------------
+
+FRAME_MS = 100
+SILENCE_S = 1.0
+
+
+@pytest.fixture(scope="session")
+def spoken(tmp_path_factory: pytest.TempPathFactory) -> list[SpokenSentence]:
+    """Four customer sentences in two espeak-ng voices."""
+    if espeak_path() is None:
+        pytest.fail("espeak-ng is not installed; scripts/test.sh installs it")
+    return build_corpus(
+        sentences=SENTENCES[:4], voices=VOICES[:2], cache_dir=tmp_path_factory.mktemp("speech")
+    )
+
+
+async def stream_audio(rep: RepClient, pcm: bytes, *, bytes_per_ms: int = 32) -> None:
+    """Real-time-sized frames (100 ms), sent back to back."""
+    frame = FRAME_MS * bytes_per_ms
+    for start in range(0, len(pcm), frame):
+        await rep.send_bytes(pcm[start : start + frame])
+
+
+def silence(seconds: float) -> Samples:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def finals(rep: RepClient) -> list[str]:
+    return [m["text"] for m in rep.of_type("transcript") if m["final"]]
+
+
+async def test_spoken_sentences_come_back_as_transcripts_each_followed_by_a_suggestion(
+    spoken: list[SpokenSentence], rep_client: RepClientFactory
+) -> None:
+    references: list[str] = []
+    heard: list[str] = []
+    for voice in VOICES[:2]:
+        async with rep_client() as rep:
+            await rep.send({"type": "audio_config", "encoding": "pcm_s16le", "sample_rate": 16000})
+            sentences = [s for s in spoken if s.voice == voice]
+            for n, sentence in enumerate(sentences, start=1):
+                await stream_audio(
+                    rep, to_pcm_s16le(np.concatenate([sentence.audio, silence(SILENCE_S)]))
+                )
+                await rep.wait_for("suggestion_complete", count=n, timeout_s=60)
+            references += [s.text for s in sentences]
+            heard.append(" ".join(finals(rep)))
+            assert rep.of_type("error") == []
+    assert word_error_rate([" ".join(references)], [" ".join(heard)]) <= 0.15, heard
+
+
+async def test_silence_and_noise_make_no_transcript(
+    spoken: list[SpokenSentence], rep_client: RepClientFactory
+) -> None:
+    noise = np.random.default_rng(7).normal(0.0, 0.05, 2 * SAMPLE_RATE).astype(np.float32)
+    sentence = spoken[0]
+    async with rep_client() as rep:
+        await stream_audio(rep, to_pcm_s16le(np.concatenate([silence(2.0), noise, silence(0.5)])))
+        await stream_audio(rep, to_pcm_s16le(np.concatenate([sentence.audio, silence(SILENCE_S)])))
+        await rep.wait_for("suggestion_complete", timeout_s=60)
+        assert word_error_rate([sentence.text], [" ".join(finals(rep))]) <= 0.25, finals(rep)
+
+
+async def test_telephony_mulaw_at_8khz_is_recognised(
+    spoken: list[SpokenSentence], rep_client: RepClientFactory
+) -> None:
+    sentence = spoken[0]
+    async with rep_client() as rep:
+        await rep.send({"type": "audio_config", "encoding": "mulaw", "sample_rate": 8000})
+        mulaw = to_mulaw_8k(np.concatenate([sentence.audio, silence(SILENCE_S)]))
+        await stream_audio(rep, mulaw, bytes_per_ms=8)
+        await rep.wait_for("suggestion_complete", timeout_s=60)
+        assert word_error_rate([sentence.text], [" ".join(finals(rep))]) <= 0.25, finals(rep)
+
+
+async def test_bad_audio_gets_an_error_and_the_session_goes_on(
+    rep_client: RepClientFactory,
+) -> None:
+    async with rep_client() as rep:
+        await rep.send_bytes(b"\x01\x02\x03")
+        [odd] = await rep.wait_for("error")
+        assert odd["code"] == "bad_audio"
+        await rep.send({"type": "audio_config", "encoding": "mp3", "sample_rate": 16000})
+        await rep.send({"type": "audio_config", "encoding": "pcm_s16le", "sample_rate": 96000})
+        errors = await rep.wait_for("error", count=3)
+        assert [e["code"] for e in errors[1:]] == ["bad_field", "bad_field"] or all(
+            e["code"] in {"bad_field", "bad_audio"} for e in errors[1:]
+        )
+        await rep.say("Are you still there?")
+        await rep.wait_for("suggestion_complete")

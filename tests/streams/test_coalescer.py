@@ -91,3 +91,12 @@ def test_blank_finals_are_ignored() -> None:
     coalescer = TurnCoalescer(pause_ms=600)
     assert coalescer.accept(chunk("   "), now_ms=0) is None
     assert len(coalescer) == 0
+
+
+def test_a_recognised_utterance_ends_a_turn_without_punctuation() -> None:
+    coalescer = TurnCoalescer(pause_ms=600)
+    segment = chunk("we use a competitor right now")
+    segment.source = "asr"
+    turn = coalescer.accept(segment, now_ms=0)
+    assert turn is not None
+    assert turn.reason == "sentence_end"

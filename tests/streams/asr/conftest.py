@@ -47,3 +47,13 @@ def to_mulaw_8k(audio: Samples) -> bytes:
     frame.sample_rate = 8000
     packets = [*codec.encode(frame), *codec.encode(None)]
     return b"".join(bytes(packet) for packet in packets)
+
+
+def from_mulaw_8k(mulaw: bytes) -> Samples:
+    """ffmpeg's (PyAV) mu-law decoding, resampled to 16 kHz in one go: the offline reference."""
+    codec = av.CodecContext.create("pcm_mulaw", "r")
+    codec.sample_rate = 8000
+    codec.layout = "mono"
+    frames = codec.decode(av.Packet(mulaw))
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
+    return np.asarray(soxr.resample(pcm / 32768.0, 8000, SAMPLE_RATE), dtype=np.float32)

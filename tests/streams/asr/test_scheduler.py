@@ -18,11 +18,20 @@ class RecordingDecode:
 
     def __init__(self) -> None:
         self.order: list[float] = []
+        self.started: list[float] = []
+        self._progress = threading.Condition()
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
 
+    def wait_started(self, marker: float) -> None:
+        with self._progress:
+            assert self._progress.wait_for(lambda: marker in self.started, timeout=10)
+
     def __call__(self, audio: Samples) -> Transcription:
+        with self._progress:
+            self.started.append(float(audio[0]))
+            self._progress.notify_all()
         self.entered.set()
         self.gate.wait(timeout=10)
         self.order.append(float(audio[0]))
@@ -61,6 +70,23 @@ async def test_finals_run_before_partials_queued_earlier() -> None:
         await asyncio.wait_for(asyncio.gather(blocker, *(j.future for j in partials + finals)), 10)
         assert decode.order == [0, 3, 4, 1, 2]
         assert (await finals[0].future).text == "audio 3"
+    finally:
+        await scheduler.close()
+
+
+async def test_a_worker_is_kept_free_of_partials_for_finals() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=2)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        waiting_partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        final = scheduler.submit(audio(2), DecodePriority.FINAL)
+        await asyncio.to_thread(decode.wait_started, 2.0)
+        assert decode.started == [0, 2]  # the final runs beside the partial, the next one waits
+        assert waiting_partial.pending
+        decode.gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, final.future, waiting_partial.future), 10)
+        assert decode.started == [0, 2, 1]
     finally:
         await scheduler.close()
 
