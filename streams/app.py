@@ -290,7 +290,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust configured for latency: nothing waits for a batch, a commit or a timer."""
     return {
         "id": f"{settings.topic_prefix}-worker",
-        "broker": f"kafka://{settings.bootstrap_servers}",
+        # Faust's aiokafka driver with its consumer waits fixed: see streams/transport.py.
+        "broker": f"tpkafka://{settings.bootstrap_servers}",
         "store": "memory://",
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,

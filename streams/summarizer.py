@@ -40,6 +40,10 @@ class RollingSummarizer:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: dict[str, asyncio.Task[None]] = {}
 
+    def __len__(self) -> int:
+        """Summaries being written now."""
+        return len(self._running)
+
     def consider(self, context: ConversationContext) -> None:
         """Start a summary of `context` if enough is new and none is running for it."""
         cid = context.conversation_id

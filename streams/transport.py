@@ -24,19 +24,20 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
 
 SCHEME: Final = "tpkafka"
-FETCH_MAX_WAIT_MS: Final = 100
+FETCH_MAX_WAIT_MS: Final = 20
 
 
 class TransportError(RuntimeError):
     """The installed aiokafka no longer has what this transport adjusts."""
 
 
-class LatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class LatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """The thread running aiokafka's consumer, built with our fetch wait."""
 
     fetch_max_wait_ms: ClassVar[int] = FETCH_MAX_WAIT_MS
@@ -56,12 +57,13 @@ class LatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ign
         if consumer is None:
             return
         assigned = consumer.assignment()
-        mine = [tp for tp in tps if tp in assigned]
+        # aiokafka insists on its own TopicPartition type; Faust passes its TP namedtuples.
+        mine = [TopicPartition(tp.topic, tp.partition) for tp in tps if tp in assigned]
         if mine:
             (consumer.pause if paused else consumer.resume)(*mine)
 
 
-class LatencyConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class LatencyConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer whose partition pauses reach aiokafka's fetcher."""
 
     _thread: LatencyConsumerThread
@@ -88,7 +90,7 @@ class LatencyConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         loop.call_soon_threadsafe(lambda: thread.pause_in_driver(tps, paused=paused))
 
 
-class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+class Transport(faust_aiokafka.Transport):
     """`tpkafka://host:port`: Faust's aiokafka transport with `LatencyConsumer`."""
 
     Consumer = LatencyConsumer

@@ -221,6 +221,12 @@ def token(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="The script's random seed.")
 @click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds played but not measured (5, or a fifth of a shorter run).",
+)
+@click.option(
     "--baseline/--no-baseline",
     default=True,
     show_default=True,
@@ -244,6 +250,7 @@ def bench(
     llm_ttft_ms: float | None,
     json_path: Path | None,
     seed: int,
+    warmup: float | None,
     baseline: bool,
     workers: int | None,
     deadline: float,
@@ -259,6 +266,7 @@ def bench(
         mode="audio" if mode == "audio" else "transcript",
         llm_ttft_ms=llm_ttft_ms,
         seed=seed,
+        warmup_s=warmup,
         baseline=baseline,
         deadline_s=deadline,
         workers=workers,

@@ -41,7 +41,7 @@ from streams.asr.transcriber import (
     RecognizedText,
     RecognizerConfig,
     SpeechRecognitionEngine,
-    _default_decode_workers,
+    default_decode_workers,
 )
 from teleprompter.settings import Settings
 
@@ -261,7 +261,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         f"corpus: {len(corpus)} utterances, {min(durations):.1f}-{max(durations):.1f} s, "
         f"{os.cpu_count()} CPUs"
     )
-    workers = args.decode_workers or _default_decode_workers("cpu")
+    workers = args.decode_workers or default_decode_workers("cpu")
     model = load_whisper_model(resolve_model_source(None), workers=workers)
     decoder = UtteranceDecoder(model)
     decoder.decode(np.zeros(SAMPLE_RATE, dtype=np.float32))

@@ -11,6 +11,7 @@ from typing import Any, Final
 import ctranslate2
 import numpy as np
 from faster_whisper.tokenizer import Tokenizer
+from threadpoolctl import threadpool_limits
 
 from streams.asr.audio import SAMPLE_RATE, Samples
 
@@ -57,6 +58,10 @@ class UtteranceDecoder:
         no_speech_threshold: float = 0.6,
         logprob_threshold: float = -1.0,
     ) -> None:
+        # The feature extractor's one small matrix product wakes OpenBLAS's worker threads,
+        # which then busy-wait through the whole CTranslate2 decode: each decode took 1.8
+        # cores instead of 1. One BLAS thread (for the whole process) halves decode CPU.
+        threadpool_limits(limits=1, user_api="blas")
         self._model = model
         self._whisper: Any = model.model
         tokenizer = Tokenizer(

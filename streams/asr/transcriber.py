@@ -389,7 +389,9 @@ class StreamingRecognizer:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-                logger.warning("final decode of %s cancelled: scheduler closed", utterance)
+                logger.warning(
+                    "final decode of %s cancelled: scheduler closed", utterance.utterance_id
+                )
                 transcription = None
             except Exception:
                 logger.exception(
@@ -515,7 +517,7 @@ class SpeechRecognitionEngine:
 
         Raises AsrModelError naming the model and the cause when it cannot load.
         """
-        workers = decode_workers or _default_decode_workers(settings.asr_device)
+        workers = decode_workers or default_decode_workers(settings.asr_device)
         source = resolve_model_source(settings.asr_model)
         model = await asyncio.to_thread(
             load_whisper_model,
@@ -711,7 +713,7 @@ class SpeechRecognitionEngine:
                 await self._end(stream, time.time() * 1000.0, stream.recognizer.session_id)
 
 
-def _default_decode_workers(device: str) -> int:
+def default_decode_workers(device: str) -> int:
     # On CPU one single-threaded decode per core; a GPU serialises kernels, more buys little.
     if device == "cuda":
         return 2

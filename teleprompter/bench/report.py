@@ -67,6 +67,7 @@ class TurnCounts:
     cancelled: int  # superseded by newer speech, or failed, before any token arrived
     lost: int  # no answer of any kind within the deadline
     not_sent: int  # the connection was gone before the line was due
+    warmup: int = 0  # turns in the first `warmup_s`, left out of every figure above
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +127,7 @@ class BenchReport:
     mode: Mode
     sessions: int
     duration_s: float
+    warmup_s: float  # the first seconds of the script: played, not measured
     seed: int
     url: str | None  # None: the bench started the system itself
     llm_ttft_ms: float | None  # the simulator's configured time to first token, if ours
@@ -152,6 +154,8 @@ class BenchReport:
     processes: Sequence[ProcessUsage]
     budgets: Sequence[BudgetCheck]
     notes: Sequence[str] = field(default_factory=tuple)
+    # Every answered turn: (planned second of its final chunk, end to end ms, overhead ms).
+    samples: Sequence[tuple[float, float | None, float | None]] = field(default_factory=tuple)
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -181,7 +185,7 @@ class BenchReport:
         out.append(
             f"turns: {t.planned} planned, {t.sent} sent, {t.answered} answered, "
             f"{t.throttled} throttled, {t.cancelled} cancelled, {t.lost} lost, "
-            f"{t.not_sent} not sent"
+            f"{t.not_sent} not sent (after {self.warmup_s:g} s of warm-up: {t.warmup} turns)"
         )
         tp = self.throughput
         out.append(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import signal
@@ -54,6 +53,7 @@ logger = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 EXIT_FAILED: Final = 2
+DEFAULT_WARMUP_S: Final = 5.0
 HTTP_CLIENT_LOGGERS: Final = ("httpx", "httpx2", "openai")
 
 # Budgets from the issues: pipes overhead (transcript mode), end of speech -> first token (audio).
@@ -71,6 +71,7 @@ class BenchOptions:
     mode: Mode = "transcript"
     llm_ttft_ms: float | None = None  # None: the settings' (300 ms by default)
     seed: int = 0
+    warmup_s: float | None = None  # None: 5 s, or a fifth of a shorter run
     baseline: bool = True
     deadline_s: float = 10.0
     workers: int | None = None
@@ -208,6 +209,12 @@ async def _measure(
 ) -> BenchReport:
     notes: list[str] = []
     sampler = ProcessSampler(pids=target.pids)
+    warmup_s = _warmup_s(options)
+
+    def measure_after_warmup() -> None:
+        # Processes are measured over the same window as the turns.
+        asyncio.get_running_loop().call_later(warmup_s, sampler.start)
+
     say(f"load: {options.sessions} conversations connect, then {options.duration_s:g} s of script")
     driven = await drive(
         schedule,
@@ -216,7 +223,7 @@ async def _measure(
         run_tag=tag,
         audio=audio,
         deadline_s=options.deadline_s,
-        on_start=sampler.start,
+        on_start=measure_after_warmup,
     )
     processes = await sampler.stop()
 
@@ -303,8 +310,10 @@ def _report(
     processes: Sequence[ProcessUsage],
     notes: Sequence[str],
 ) -> BenchReport:
-    outcomes = Counter(t.outcome for t in driven.turns)
-    answered = [t for t in driven.turns if t.outcome == "answered"]
+    warmup_s = _warmup_s(options)
+    measured = [t for t in driven.turns if t.planned_s >= warmup_s]
+    outcomes = Counter(t.outcome for t in measured)
+    answered = [t for t in measured if t.outcome == "answered"]
     e2e = [ms for t in answered if (ms := t.end_to_end_ms) is not None]
     overhead = [
         ms - ttft
@@ -315,15 +324,22 @@ def _report(
     e2e_d = Distribution.of(e2e)
     overhead_d = Distribution.of(overhead)
     counts = TurnCounts(
-        planned=schedule.turns,
-        sent=sum(1 for t in driven.turns if t.sent_at is not None),
+        planned=len(measured),
+        sent=sum(1 for t in measured if t.sent_at is not None),
         answered=outcomes["answered"],
         throttled=outcomes["throttled"],
         cancelled=outcomes["cancelled"],
         lost=outcomes["lost"],
         not_sent=outcomes["not_sent"],
+        warmup=len(driven.turns) - len(measured),
     )
-    duration = schedule.duration_s
+    warm_losses = Counter(t.outcome for t in driven.turns if t.planned_s < warmup_s)
+    if warm_losses["lost"] or warm_losses["throttled"]:
+        notes = [
+            *notes,
+            f"during warm-up: {warm_losses['lost']} lost, {warm_losses['throttled']} throttled",
+        ]
+    duration = max(schedule.duration_s - warmup_s, 1e-9)
     budgets: list[BudgetCheck]
     if options.mode == "transcript":
         budgets = [
@@ -342,6 +358,7 @@ def _report(
         mode=options.mode,
         sessions=options.sessions,
         duration_s=options.duration_s,
+        warmup_s=warmup_s,
         seed=options.seed,
         url=options.url,
         llm_ttft_ms=s.llm_ttft_ms if options.url is None and s.openai_base_url is None else None,
@@ -376,51 +393,70 @@ def _report(
         processes=list(processes),
         budgets=budgets,
         notes=list(notes),
+        samples=[
+            (
+                round(t.planned_s, 3),
+                None if (ms := t.end_to_end_ms) is None else round(ms, 2),
+                None
+                if ms is None or (ttft := _endpoint_ttft(endpoint, t)) is None
+                else round(ms - ttft, 2),
+            )
+            for t in driven.turns
+            if t.outcome == "answered"
+        ],
     )
+
+
+def _warmup_s(options: BenchOptions) -> float:
+    """The first seconds of the script, played but not measured: pools and caches fill then."""
+    if options.warmup_s is not None:
+        return options.warmup_s
+    return min(DEFAULT_WARMUP_S, options.duration_s / 5)
 
 
 def _endpoint_ttft(endpoint: Mapping[str, float], turn: TurnResult) -> float | None:
     return endpoint.get(turn.turn_id) if turn.turn_id is not None else None
 
 
+PIPES_BEFORE_LLM: Final = "pipes before the LLM (first stage->llm_request)"
+LLM_CLIENT: Final = "LLM client (llm_request->llm_first_token - endpoint TTFT)"
+EDGES: Final = "edges (client->first stage + first delta's way back)"
+
+
 def _stages(
     answered: Sequence[TurnResult], endpoint: Mapping[str, float]
 ) -> dict[str, Distribution]:
-    """Each stage of suggestion_complete.timings, plus where the rest of end to end went."""
+    """Each stage of suggestion_complete.timings, plus where the rest of end to end went.
+
+    Timings name gaps between consecutive stages present in a turn's trace ("a->b"); which
+    stages are present depends on the mode (audio adds speech_end and asr_out first).
+    """
+    rank = {stage: n for n, stage in enumerate(STAGES)}
     per_stage: dict[str, list[float]] = {}
-    in_order = [f"{a}->{b}" for a, b in itertools.pairwise(STAGES)]
-    to_first_token = in_order[: STAGES.index("llm_first_token")]
-    before_llm = in_order[: STAGES.index("llm_request")]
-    derived: dict[str, list[float]] = {
-        "pipes before the LLM (gateway_in->llm_request)": [],
-        "LLM client (llm_request->llm_first_token - endpoint TTFT)": [],
-        "edges (client->gateway_in + first delta's way back)": [],
-    }
+    derived: dict[str, list[float]] = {PIPES_BEFORE_LLM: [], LLM_CLIENT: [], EDGES: []}
     for turn in answered:
         timings = turn.timings
-        if not timings:
+        if not timings or "llm_request->llm_first_token" not in timings:
             continue
+        before_llm = to_first_token = 0.0
         for name, ms in timings.items():
             if name != "total":
                 per_stage.setdefault(name, []).append(ms)
-        if all(name in timings for name in to_first_token):
-            derived["pipes before the LLM (gateway_in->llm_request)"].append(
-                sum(timings[name] for name in before_llm)
-            )
-            e2e = turn.end_to_end_ms
-            if e2e is not None:
-                derived["edges (client->gateway_in + first delta's way back)"].append(
-                    e2e - sum(timings[name] for name in to_first_token)
-                )
-            if (ttft := _endpoint_ttft(endpoint, turn)) is not None:
-                derived["LLM client (llm_request->llm_first_token - endpoint TTFT)"].append(
-                    timings["llm_request->llm_first_token"] - ttft
-                )
-    order = {name: n for n, name in enumerate(in_order)}
-    stages = {
-        name: Distribution.of(values)
-        for name, values in sorted(per_stage.items(), key=lambda kv: order.get(kv[0], 99))
-    }
+            _, _, end = name.partition("->")
+            if end in rank and rank[end] <= rank["llm_request"]:
+                before_llm += ms
+            if end in rank and rank[end] <= rank["llm_first_token"]:
+                to_first_token += ms
+        derived[PIPES_BEFORE_LLM].append(before_llm)
+        if (e2e := turn.end_to_end_ms) is not None:
+            derived[EDGES].append(e2e - to_first_token)
+        if (ttft := _endpoint_ttft(endpoint, turn)) is not None:
+            derived[LLM_CLIENT].append(timings["llm_request->llm_first_token"] - ttft)
+
+    def order(name: str) -> int:
+        return rank.get(name.partition("->")[2], len(rank))
+
+    stages = {name: Distribution.of(per_stage[name]) for name in sorted(per_stage, key=order)}
     stages.update({name: Distribution.of(values) for name, values in derived.items()})
     return stages
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from streams.asr.bench import run_streams
 from streams.asr.corpus import SpokenSentence, join_with_silence
 from streams.asr.transcriber import RecognizerConfig, SpeechRecognitionEngine
+
+pytestmark = pytest.mark.slow  # the real Whisper model
 
 
 async def test_run_streams_counts_finals_and_errors(

@@ -11,6 +11,8 @@ from streams.asr.model import AsrModelError, load_whisper_model, resolve_model_s
 from streams.asr.transcriber import SpeechRecognitionEngine
 from teleprompter.settings import Settings
 
+pytestmark = pytest.mark.slow  # the real Whisper model
+
 
 def test_unset_means_the_bundled_tiny_en() -> None:
     source = resolve_model_source(None)

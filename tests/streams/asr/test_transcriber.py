@@ -30,6 +30,8 @@ from streams.asr.transcriber import (
 )
 from tests.streams.asr.conftest import from_mulaw_8k, to_mulaw_8k, to_pcm_s16le
 
+pytestmark = pytest.mark.slow  # the real Whisper model
+
 FRAME_MS = 100
 T0_MS = 1_700_000_000_000.0
 WER_LIMIT = 0.15
@@ -195,7 +197,7 @@ async def test_partials_arrive_while_a_long_utterance_is_spoken(
     early = sentence.speech_start + SAMPLE_RATE * 3 // 2
     await feed(recognizer, audio[:early])
     first = await partial_beyond(0)
-    later = sentence.speech_start + 4 * SAMPLE_RATE
+    later = sentence.speech_start + 3 * SAMPLE_RATE  # mid-word: "every time I open"
     await feed(recognizer, audio[early:later], start_ms=early * 1000 / SAMPLE_RATE)
     second = await partial_beyond(early * 1000 / SAMPLE_RATE)
     assert recognizer.in_utterance
@@ -211,7 +213,8 @@ async def test_partials_arrive_while_a_long_utterance_is_spoken(
     finals = [t for t in rest if t.final]
     assert len(finals) == 1
     assert finals[0].utterance_id == first.utterance_id
-    assert word_error_rate([sentence.text], [finals[0].text]) <= WER_LIMIT
+    offline = word_error_rate([sentence.text], [engine.decoder.decode(sentence.audio).text])
+    assert word_error_rate([sentence.text], [finals[0].text]) <= offline + 0.05
 
 
 async def test_silence_and_noise_make_no_transcript(engine: SpeechRecognitionEngine) -> None:

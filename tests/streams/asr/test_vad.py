@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from faster_whisper.vad import get_vad_model
 
 from streams.asr.corpus import SpokenSentence
 from streams.asr.vad import WINDOW_SAMPLES, StreamingVad
+
+pytestmark = pytest.mark.slow  # espeak-ng speech through the Silero model
 
 
 def test_chunked_stream_gets_the_whole_file_probabilities(corpus: list[SpokenSentence]) -> None:

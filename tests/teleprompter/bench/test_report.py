@@ -62,6 +62,7 @@ def _report(**overrides: object) -> BenchReport:
         "mode": "transcript",
         "sessions": 3,
         "duration_s": 5.0,
+        "warmup_s": 1.0,
         "seed": 0,
         "url": None,
         "llm_ttft_ms": 300.0,

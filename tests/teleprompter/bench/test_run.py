@@ -64,6 +64,8 @@ async def test_the_smoke_bench_reports_every_section_and_loses_nothing(
     assert turns["sent"] == turns["planned"]
     assert turns["answered"] == turns["sent"]
     assert turns["lost"] == turns["throttled"] == turns["cancelled"] == 0
+    assert report["warmup_s"] == 1.0  # a fifth of a 5 s run
+    assert len(report["samples"]) == turns["answered"] + turns["warmup"]
     assert report["errors"] == {}
     for section in ("end_to_end_ms", "overhead_ms", "llm_ttft_at_endpoint_ms", "baseline_ms"):
         distribution = report[section]
