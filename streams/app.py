@@ -173,7 +173,8 @@ class SuggestionPipeline:
             deadline = self.coalescer.next_deadline_ms()
             timeout = None if deadline is None else max(0.0, (deadline - _now_ms()) / 1000.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pause_changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._pause_changed.wait()
             for turn in self.coalescer.due(now_ms=_now_ms()):
                 await self._send_turn(turn)
 
@@ -231,7 +232,8 @@ class SuggestionPipeline:
         await self.summarizer.close()
         await self.model.close()
         if self._speech is not None:
-            await self._speech.close()
+            # Speech in progress is finished and published before the producer's last flush.
+            await self._speech.close(flush_timeout_s=2.0)
 
     # --- helpers --------------------------------------------------------------------------
     def _agent(self, topic: str, name: str, fun: Any) -> None:

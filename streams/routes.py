@@ -70,7 +70,8 @@ class RouteBook:
             return route
         arrival = self._arrivals.setdefault(conversation_id, asyncio.Event())
         try:
-            await asyncio.wait_for(arrival.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await arrival.wait()
         except TimeoutError:
             self._arrivals.pop(conversation_id, None)
             return None

@@ -111,7 +111,11 @@ class Settings(BaseSettings):
     )
     asr_device: AsrDevice = "cpu"
     asr_compute_type: str = "int8"
-    asr_endpoint_silence_ms: float = Field(default=300.0, ge=50)
+    asr_endpoint_silence_ms: float = Field(
+        default=150.0,
+        ge=50,
+        description="silence that ends an utterance (see streams/asr/README.md for the trade-off)",
+    )
 
     # --- processes --------------------------------------------------------------------------
     workers: int = Field(default=1, ge=1, le=64)

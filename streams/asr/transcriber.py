@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -57,8 +57,10 @@ class AsrCapacityError(RuntimeError):
 class RecognizerConfig:
     """How a stream is cut into utterances and how often it is decoded."""
 
-    endpoint_silence_ms: float = 300.0
+    endpoint_silence_ms: float = 150.0
     """Silence after speech that ends an utterance: the main latency lever."""
+    audio_gap_endpoint_s: float = 1.0
+    """No audio at all for this long in mid-utterance (a stopped or muted microphone) ends it."""
     speculate_after_ms: float = 32.0
     """Silence after which the utterance is decoded in case the pause becomes the endpoint."""
     partial_interval_ms: float = 700.0
@@ -511,7 +513,9 @@ class SpeechRecognitionEngine:
         settings: Settings,
         *,
         decode_workers: int | None = None,
-        **options: Any,
+        config: RecognizerConfig | None = None,
+        max_streams: int = 256,
+        idle_release_s: float = 30.0,
     ) -> SpeechRecognitionEngine:
         """Load the model named by settings (off the event loop), warm it up, and start.
 
@@ -530,10 +534,14 @@ class SpeechRecognitionEngine:
         # The first decode allocates; do it now rather than in someone's first endpoint.
         await asyncio.to_thread(decoder.decode, np.zeros(SAMPLE_RATE, dtype=np.float32))
         await asyncio.to_thread(StreamingVad().process, np.zeros(4096, dtype=np.float32))
-        config = options.pop("config", None) or RecognizerConfig(
-            endpoint_silence_ms=settings.asr_endpoint_silence_ms
+        config = config or RecognizerConfig(endpoint_silence_ms=settings.asr_endpoint_silence_ms)
+        return cls(
+            decoder,
+            config=config,
+            decode_workers=workers,
+            max_streams=max_streams,
+            idle_release_s=idle_release_s,
         )
-        return cls(decoder, config=config, decode_workers=workers, **options)
 
     @property
     def stats(self) -> EngineStats:
@@ -622,8 +630,19 @@ class SpeechRecognitionEngine:
         """Until every stream has ended and its last transcript is in the results."""
         await self._idle.wait()
 
-    async def close(self) -> None:
-        """Stop every stream (without finalising), the scheduler and the threads."""
+    async def close(self, *, flush_timeout_s: float = 0.0) -> None:
+        """Stop every stream, the scheduler and the threads.
+
+        With `flush_timeout_s`, streams are first ended as if their audio stopped, and their
+        last finals (taken with `take_ready`) are waited for up to that long.
+        """
+        if flush_timeout_s > 0 and not self._closed:
+            for stream in list(self._streams.values()):
+                await self._end(stream, time.time() * 1000.0, stream.recognizer.session_id)
+            try:
+                await asyncio.wait_for(self._idle.wait(), flush_timeout_s)
+            except TimeoutError:
+                logger.warning("audio streams not flushed within %.1f s", flush_timeout_s)
         self._closed = True
         self._sweeper.cancel()
         tasks = [s.task for s in self._streams.values() if s.task is not None]
@@ -686,7 +705,16 @@ class SpeechRecognitionEngine:
         recognizer = stream.recognizer
         try:
             while True:
-                item = await stream.inbox.get()
+                gap_s = recognizer.config.audio_gap_endpoint_s if recognizer.in_utterance else None
+                try:
+                    # asyncio.timeout, unlike wait_for on 3.11, never mistakes a cancel for it.
+                    async with asyncio.timeout(gap_s):
+                        item = await stream.inbox.get()
+                except TimeoutError:
+                    # The client stopped sending mid-utterance: what was heard is all there
+                    # will be, so end the utterance now rather than when the stream ends.
+                    await recognizer.flush()
+                    continue
                 if item is _END:
                     await recognizer.flush()
                     break

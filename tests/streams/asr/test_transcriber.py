@@ -318,6 +318,24 @@ async def test_an_idle_stream_is_finalised_and_released(
         await idle_engine.close()
 
 
+async def test_speech_cut_off_by_a_stopped_microphone_is_finalised_while_the_stream_lives(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    config = RecognizerConfig(audio_gap_endpoint_s=0.3)
+    gap_engine = SpeechRecognitionEngine(engine.decoder, config=config, decode_workers=1)
+    try:
+        sentence = corpus[8]  # one breath: no pause long enough to end it early
+        speech = to_pcm_s16le(sentence.audio[: sentence.speech_end])
+        await send_audio(gap_engine, "mic-stopped", speech, end=False)
+        final = await asyncio.wait_for(gap_engine.next_result(), 30)
+        while not final.final:
+            final = await asyncio.wait_for(gap_engine.next_result(), 30)
+        assert gap_engine.stats.streams == 1, "the stream stays open for more audio"
+        assert word_error_rate([sentence.text], [final.text]) <= 0.2
+    finally:
+        await gap_engine.close()
+
+
 async def test_streams_beyond_capacity_are_refused(engine: SpeechRecognitionEngine) -> None:
     small = SpeechRecognitionEngine(engine.decoder, max_streams=1, decode_workers=1)
     try:
@@ -330,3 +348,17 @@ async def test_streams_beyond_capacity_are_refused(engine: SpeechRecognitionEngi
         await send_audio(small, "second", silence, end=True)
     finally:
         await small.close()
+
+
+async def test_closing_with_a_flush_finalises_speech_in_progress(
+    engine: SpeechRecognitionEngine, corpus: list[SpokenSentence]
+) -> None:
+    closing = SpeechRecognitionEngine(engine.decoder, decode_workers=1)
+    sentence = corpus[5]  # no comma: one utterance
+    await send_audio(
+        closing, "closing", to_pcm_s16le(sentence.audio[: sentence.speech_end]), end=False
+    )
+    await closing.close(flush_timeout_s=30)
+    finals = [t for t in closing.take_ready() if t.final]
+    assert len(finals) == 1
+    assert finals[0].conversation_id == "closing"
