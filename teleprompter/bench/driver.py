@@ -6,7 +6,10 @@ doing, and reads what comes back. A turn is attributed the way a rep would see i
 customer's final chunk (or end of speech) the first `suggestion_delta` with a turn id not seen
 before answers the oldest unanswered turn; a `throttled` or a `suggestion_cancelled` of an
 unseen turn id settles it likewise. A turn with no answer of any kind within `deadline_s` is
-lost. The system answers a conversation's turns in order, so this is exact as long as it
+lost. In audio mode speech recognition may cut one sentence into several turns, so a turn is
+only answered by a suggestion arriving after a final transcript that came after its end of
+speech; earlier ones answered a fragment and are counted as such. The system answers a
+conversation's turns in order, so this is exact as long as it
 drops none silently; one it does drop is still counted lost, though a later answer may then be
 timed against the dropped turn. All times are this process's monotonic clock (the event loop's).
 """
@@ -79,6 +82,7 @@ class DriverResult:
     errors: Counter[str]
     deltas: int
     superseded_mid_stream: int  # suggestions cancelled after their first token (normal)
+    fragment_suggestions: int  # audio: suggestions for part of a sentence, before its end
     measured_s: float  # from the first planned line to the last answer (or deadline)
 
 
@@ -90,6 +94,7 @@ class _Shared:
     send_lags_ms: list[float] = field(default_factory=list)
     deltas: int = 0
     superseded: int = 0
+    fragments: int = 0
 
 
 class RepScreen:
@@ -128,6 +133,7 @@ class RepScreen:
         self._incomplete: dict[str, TurnResult] = {}  # answered, suggestion_complete not yet
         self._settled = asyncio.Event()
         self._closed_by_us = False
+        self._heard_at: float | None = None  # the last final customer transcript (audio mode)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def connect(self) -> bool:
@@ -337,6 +343,9 @@ class RepScreen:
                 self._settle_oldest(turn_id, "cancelled")
         elif kind == "throttled":
             self._settle_oldest(turn_id, "throttled")
+        elif kind == "transcript":
+            if message.get("final", True) and message.get("speaker", "customer") == "customer":
+                self._heard_at = at
         elif kind == "error":
             self._shared.errors[f"server error: {message.get('code')}"] += 1
 
@@ -350,6 +359,11 @@ class RepScreen:
     def _settle_oldest(self, turn_id: str, outcome: Outcome) -> TurnResult | None:
         if turn_id:
             self._seen.add(turn_id)
+        if self._audio is not None and not self._sentence_heard():
+            # Speech recognition may cut a sentence into several turns; a suggestion that comes
+            # before the sentence's final transcript answers a fragment of it, not the turn.
+            self._shared.fragments += 1
+            return None
         if not self._pending:
             self._shared.errors[f"{outcome} with no turn waiting"] += 1
             return None
@@ -358,6 +372,13 @@ class RepScreen:
         turn.turn_id = turn_id or None
         self._settled.set()
         return turn
+
+    def _sentence_heard(self) -> bool:
+        """Whether a final transcript came after the oldest waiting turn's end of speech."""
+        if not self._pending:
+            return False
+        sent_at = self._pending[0].sent_at
+        return sent_at is not None and self._heard_at is not None and self._heard_at >= sent_at
 
 
 def _since(at: float | None) -> float:
@@ -422,5 +443,6 @@ async def drive(
         errors=shared.errors,
         deltas=shared.deltas,
         superseded_mid_stream=shared.superseded,
+        fragment_suggestions=shared.fragments,
         measured_s=measured_s,
     )

@@ -263,6 +263,12 @@ async def _measure(
             "no turn was answered in audio mode: if the worker does not transcribe the audio "
             "topic yet, audio mode is unmeasured"
         )
+    if driven.fragment_suggestions:
+        notes.append(
+            f"{driven.fragment_suggestions} suggestions answered part of a sentence (speech "
+            "recognition cut it into several turns); each turn is timed to the first suggestion "
+            "after its sentence's final transcript"
+        )
     if driven.superseded_mid_stream:
         notes.append(
             f"{driven.superseded_mid_stream} suggestions were superseded by newer speech after "
@@ -386,7 +392,8 @@ def _report(
         throughput=Throughput(
             turns_per_s=round(counts.sent / duration, 2),
             answered_per_s=round(counts.answered / duration, 2),
-            deltas_per_s=round(driven.deltas / duration, 1),
+            # Deltas are counted over the whole run, warm-up included.
+            deltas_per_s=round(driven.deltas / schedule.duration_s, 1),
         ),
         errors=dict(driven.errors),
         send_lag_ms=Distribution.of(driven.send_lags_ms),
