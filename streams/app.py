@@ -295,6 +295,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Faust's aiokafka driver with its consumer waits fixed: see streams/transport.py.
         "broker": f"tpkafka://{settings.bootstrap_servers}",
         "store": "memory://",
+        # Faust's own files go under our data dir, not `<id>-data` in whatever the cwd is.
+        "datadir": str(settings.data_dir / "worker"),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         # Sends leave at once instead of waiting for the consumed offset to commit.
