@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -16,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_NOT_READY = 2
+EXIT_BAD_SETTINGS = 2
 
 
 def _settings(ctx: click.Context, **flags: Any) -> Settings:
@@ -25,17 +24,12 @@ def _settings(ctx: click.Context, **flags: Any) -> Settings:
         settings = load_settings(**flags)
     except SettingsError as exc:
         click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_NOT_READY)
+        ctx.exit(EXIT_BAD_SETTINGS)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return settings
-
-
-def _not_ready(what: str) -> NoReturn:
-    click.echo(f"teleprompter: `{what}` is not available yet in this build.", err=True)
-    sys.exit(EXIT_NOT_READY)
 
 
 def data_dir_option(func: F) -> F:
@@ -115,7 +109,7 @@ def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> Non
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
     except (SecretError, SettingsError) as exc:
         click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_NOT_READY)
+        ctx.exit(EXIT_BAD_SETTINGS)
 
 
 @main.command()
@@ -193,7 +187,7 @@ def token(
         click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
     except (SecretError, ValueError) as exc:
         click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_NOT_READY)
+        ctx.exit(EXIT_BAD_SETTINGS)
 
 
 @main.command()
