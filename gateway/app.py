@@ -11,16 +11,16 @@ from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
+from core.kafka.admin import KafkaAdminError, TopicAdmin
+from core.kafka.catalog import TopicCatalog
+from core.settings import Settings, SettingsError
+from core.tokens import TokenError, TokenSigner, resolve_secret
 from gateway.event_producer import EventProducer
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.protocol import ErrorMessage
 from gateway.reply_router import ReplyRouter, ReplyTopicError
 from gateway.session import Session
 from schemas.codec import EventCodec, default_codec
-from teleprompter.kafka.admin import KafkaAdminError, TopicAdmin
-from teleprompter.kafka.catalog import TopicCatalog
-from teleprompter.settings import Settings, SettingsError
-from teleprompter.tokens import TokenError, TokenSigner, resolve_secret
 
 logger = logging.getLogger(__name__)
 

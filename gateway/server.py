@@ -11,9 +11,9 @@ from typing import Final
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from core.settings import Settings
+from core.tokens import TokenSigner, resolve_secret
 from gateway.app import create_app
-from teleprompter.settings import Settings
-from teleprompter.tokens import TokenSigner, resolve_secret
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
+from core.kafka.catalog import TopicCatalog
 from gateway.audio_framer import AudioFramer
 from gateway.event_producer import Delivery, EventProducer, ProduceError
 from gateway.metrics import GatewayMetrics
@@ -43,7 +44,6 @@ from schemas.events import (
     Speaker,
     TranscriptSegment,
 )
-from teleprompter.kafka.catalog import TopicCatalog
 
 logger = logging.getLogger(__name__)
 

@@ -32,14 +32,14 @@ from confluent_kafka.aio import AIOProducer
 from pydantic import SecretStr
 
 from broker import BrokerThread
+from core.kafka.catalog import TopicCatalog, TopicSpec
+from core.settings import Settings
+from core.tokens import TokenSigner
 from gateway.app import GATEWAY_KEY, create_app
 from gateway.event_producer import EventProducer
 from gateway.reply_router import LATENCY_CONSUMER_CONFIG, ensure_topic
 from schemas.codec import default_codec
 from schemas.events import SuggestionEvent, TranscriptSegment
-from teleprompter.kafka.catalog import TopicCatalog, TopicSpec
-from teleprompter.settings import Settings
-from teleprompter.tokens import TokenSigner
 
 SECRET = "bench-gateway-signing-secret-0123456789"
 GAP_S = 0.003  # between lone messages, so each one travels alone

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, espeak-ng, chromium),
-# then runs lint, format check, strict types and the whole suite. Extra args go to pytest.
+# then runs lint, format check, strict types, the import contract and the whole suite.
+# Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,5 @@ fi
 ruff check .
 ruff format --check .
 mypy
+lint-imports --no-cache
 python3 -m pytest "$@"

@@ -19,6 +19,8 @@ from typing import Any, Final, TypeVar
 
 import faust
 
+from core.kafka.catalog import TopicCatalog
+from core.settings import Settings
 from schemas.codec import EventCodec, default_codec
 from schemas.errors import SchemaError
 from schemas.events import (
@@ -42,8 +44,6 @@ from streams.prompt import PromptBuilder
 from streams.routes import RouteBook
 from streams.suggester import SuggestionStreamer
 from streams.summarizer import RollingSummarizer
-from teleprompter.kafka.catalog import TopicCatalog
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Final, Literal
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from core.settings import Settings
 from streams.prompt import ChatMessage, Prompt
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

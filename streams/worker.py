@@ -6,8 +6,8 @@ import logging
 
 import faust
 
+from core.settings import Settings
 from streams.app import SuggestionPipeline
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from teleprompter.settings import Settings, SettingsError, load_settings
+from core.settings import SettingsError
+from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
 
 logger = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_BAD_SETTINGS = 2
-
-
-def _settings(ctx: click.Context, **flags: Any) -> Settings:
-    """Settings from the environment with this command's flags on top; bad values exit 2."""
-    try:
-        settings = load_settings(**flags)
-    except SettingsError as exc:
-        click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_BAD_SETTINGS)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return settings
-
-
-def data_dir_option(func: F) -> F:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where state lives (default: .teleprompter, or TELEPROMPTER_DATA_DIR).",
-    )(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +37,7 @@ def up(
     """Run the whole system on this machine until Ctrl-C or SIGTERM."""
     from teleprompter.up import run  # noqa: PLC0415  # keeps other commands' start-up light
 
-    settings = _settings(
+    settings = settings_from_flags(
         ctx,
         gateway_port=gateway_port,
         broker_port=broker_port,
@@ -86,7 +58,7 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
 
     from broker import EmbeddedBroker, serve_until_signalled  # noqa: PLC0415  # keeps start-up light
 
-    settings = _settings(ctx, broker_port=port, data_dir=data_dir)
+    settings = settings_from_flags(ctx, broker_port=port, data_dir=data_dir)
     embedded = EmbeddedBroker(
         host=settings.broker_host,
         port=settings.broker_port,
@@ -101,9 +73,9 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
 @click.pass_context
 def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> None:
     """Run one WebSocket gateway."""
-    settings = _settings(ctx, gateway_port=port, gateway_id=gateway_id)
+    settings = settings_from_flags(ctx, gateway_port=port, gateway_id=gateway_id)
+    from core.tokens import SecretError  # noqa: PLC0415  # imported with the gateway
     from gateway.server import run  # noqa: PLC0415  # only this command needs aiohttp and Kafka
-    from teleprompter.tokens import SecretError  # noqa: PLC0415  # imported with the gateway
 
     try:
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
@@ -118,7 +90,7 @@ def worker(ctx: click.Context) -> None:
     """Run one stream-processing worker (Faust)."""
     from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
 
-    run(_settings(ctx))
+    run(settings_from_flags(ctx))
 
 
 @main.command("llm-sim")
@@ -130,7 +102,9 @@ def llm_sim(
     ctx: click.Context, port: int | None, ttft_ms: float | None, tokens_per_s: float | None
 ) -> None:
     """Serve an OpenAI-compatible streaming endpoint for offline use and benchmarks."""
-    settings = _settings(ctx, llm_sim_port=port, llm_ttft_ms=ttft_ms, llm_tokens_per_s=tokens_per_s)
+    settings = settings_from_flags(
+        ctx, llm_sim_port=port, llm_ttft_ms=ttft_ms, llm_tokens_per_s=tokens_per_s
+    )
     from streams.llm_sim.server import run  # noqa: PLC0415 - only this command needs aiohttp
 
     run(settings)
@@ -145,18 +119,18 @@ def topics() -> None:
 @click.pass_context
 def topics_create(ctx: click.Context) -> None:
     """Create every catalog topic that is missing; report those that differ."""
-    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+    from teleprompter import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
 
-    ctx.exit(topic_commands.create(_settings(ctx)))
+    ctx.exit(topic_commands.create(settings_from_flags(ctx)))
 
 
 @topics.command("list")
 @click.pass_context
 def topics_list(ctx: click.Context) -> None:
     """List the catalog and whether each topic exists."""
-    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+    from teleprompter import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
 
-    ctx.exit(topic_commands.list_catalog(_settings(ctx)))
+    ctx.exit(topic_commands.list_catalog(settings_from_flags(ctx)))
 
 
 @topics.command("describe")
@@ -164,9 +138,9 @@ def topics_list(ctx: click.Context) -> None:
 @click.pass_context
 def topics_describe(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Partitions, configs and offsets of catalog topics (default: all under the prefix)."""
-    from teleprompter.kafka import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
+    from teleprompter import topic_commands  # noqa: PLC0415  # only `topics` loads Kafka
 
-    ctx.exit(topic_commands.describe(_settings(ctx), names))
+    ctx.exit(topic_commands.describe(settings_from_flags(ctx), names))
 
 
 @main.command()
@@ -179,9 +153,9 @@ def token(
     ctx: click.Context, conversation: str, rep: str | None, ttl: float | None, data_dir: Path | None
 ) -> None:
     """Print a signed client token for one conversation."""
-    from teleprompter.tokens import SecretError, TokenSigner, resolve_secret  # noqa: PLC0415  # PyJWT only here
+    from core.tokens import SecretError, TokenSigner, resolve_secret  # noqa: PLC0415  # PyJWT only here
 
-    settings = _settings(ctx, token_ttl_s=ttl, data_dir=data_dir)
+    settings = settings_from_flags(ctx, token_ttl_s=ttl, data_dir=data_dir)
     try:
         signer = TokenSigner(resolve_secret(settings))
         click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
@@ -252,7 +226,7 @@ def bench(
     """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
     from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
 
-    settings = _settings(ctx)
+    settings = settings_from_flags(ctx)
     options = BenchOptions(
         url=url,
         sessions=sessions,
@@ -272,7 +246,7 @@ def bench(
 @click.pass_context
 def config(ctx: click.Context) -> None:
     """Print the effective settings, secrets masked."""
-    settings = _settings(ctx)
+    settings = settings_from_flags(ctx)
     width = max(len(name) for name in settings.masked())
     for name, value in settings.masked().items():
         click.echo(f"{name.ljust(width)}  {value}")

@@ -25,10 +25,10 @@ from typing import Final, Self
 
 import aiohttp
 
-from teleprompter.kafka.admin import TopicAdmin
-from teleprompter.kafka.catalog import TopicCatalog
-from teleprompter.settings import Settings
-from teleprompter.tokens import TokenSigner, resolve_secret
+from core.kafka.admin import TopicAdmin
+from core.kafka.catalog import TopicCatalog
+from core.settings import Settings
+from core.tokens import TokenSigner, resolve_secret
 
 logger = logging.getLogger(__name__)
 

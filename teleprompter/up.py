@@ -9,8 +9,8 @@ import uuid
 
 import click
 
+from core.settings import Settings
 from teleprompter.local_system import LocalSystem, StartupError
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

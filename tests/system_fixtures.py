@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from core.settings import load_settings
 from teleprompter.local_system import LocalSystem
-from teleprompter.settings import load_settings
 from tests.rep_client import RepClient
 
 RepClientFactory = Callable[..., AbstractAsyncContextManager[RepClient]]

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from core.settings import Settings
 from schemas.events import AudioChunk
 from streams.asr.audio import SAMPLE_RATE
 from streams.asr.corpus import (
@@ -43,7 +44,6 @@ from streams.asr.transcriber import (
     SpeechRecognitionEngine,
     default_decode_workers,
 )
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler
 from streams.asr.vad import WINDOW_SAMPLES, StreamingVad
 
 if TYPE_CHECKING:
-    from teleprompter.settings import Settings
+    from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
+from core.settings import Settings
 from streams.llm_sim.playbook import last_customer_utterance, reply_fragments
 from streams.prompt import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, estimate_tokens
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

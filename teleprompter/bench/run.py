@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from core.settings import Settings
+from core.tokens import SecretError, TokenSigner, resolve_secret
 from streams.llm import SuggestionModel
 from streams.suggester import STAGES
 from teleprompter.bench.baseline import (
@@ -45,8 +47,6 @@ from teleprompter.bench.report import (
 )
 from teleprompter.bench.schedule import CUSTOMER_LINES, Schedule, build_schedule
 from teleprompter.local_system import LocalSystem, StartupError
-from teleprompter.settings import Settings
-from teleprompter.tokens import SecretError, TokenSigner, resolve_secret
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pydantic import SecretStr
 
+from core.kafka.catalog import TopicCatalog, TopicSpec
+from core.settings import Settings
+from core.tokens import TokenSigner
 from gateway.app import GATEWAY_KEY, Gateway, create_app
 from gateway.metrics import GatewayMetrics
 from schemas.codec import default_codec
 from schemas.events import Event
-from teleprompter.kafka.catalog import TopicCatalog, TopicSpec
-from teleprompter.settings import Settings
-from teleprompter.tokens import TokenSigner
 
 SECRET = "gateway-tests-signing-secret-0123456789"
 TIMEOUT_S = 15.0

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from core.settings import Settings, SettingsError
 from gateway.app import create_app
 from schemas.events import (
     AudioChunk,
@@ -20,7 +21,6 @@ from schemas.events import (
     SuggestionEvent,
     TranscriptSegment,
 )
-from teleprompter.settings import Settings, SettingsError
 from tests.gateway.conftest import (
     SECRET,
     GatewayFactory,

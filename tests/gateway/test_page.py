@@ -41,10 +41,10 @@ from playwright.async_api import (
     expect,
 )
 
+from core.settings import Settings
 from gateway.app import create_app
 from schemas.events import AudioChunk, SuggestionEvent, TranscriptSegment
 from teleprompter.local_system import LocalSystem
-from teleprompter.settings import Settings
 from tests.gateway.conftest import (
     GatewayFactory,
     RunningGateway,

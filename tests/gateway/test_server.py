@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from teleprompter.kafka.catalog import TopicCatalog
-from teleprompter.settings import Settings
+from core.kafka.catalog import TopicCatalog
+from core.settings import Settings
 from tests.gateway.conftest import TIMEOUT_S, create_topics, receive_close, receive_json
 
 

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from core.settings import Settings
 from streams.llm import LlmError, SuggestionModel
 from streams.llm_sim.playbook import match_play, reply_fragments
 from streams.prompt import ConversationContext, Prompt, PromptBuilder
-from teleprompter.settings import Settings
 from tests.streams.conftest import start_simulator
 
 UTTERANCE = "I think we were double charged on the last invoice."

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soxr
 
+from core.settings import Settings
 from streams.asr.audio import SAMPLE_RATE, Samples
 from streams.asr.corpus import SpokenSentence, build_corpus, espeak_path
 from streams.asr.transcriber import SpeechRecognitionEngine
-from teleprompter.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from streams.asr.model import AsrModelError, load_whisper_model, resolve_model_source
 from streams.asr.transcriber import SpeechRecognitionEngine
-from teleprompter.settings import Settings
 
 pytestmark = pytest.mark.slow  # the real Whisper model
 

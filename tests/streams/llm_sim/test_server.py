@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from core.settings import Settings
 from streams.llm_sim.playbook import match_play, reply_fragments
 from streams.llm_sim.server import create_app, serve
-from teleprompter.settings import Settings
 from tests.streams.conftest import start_simulator
 
 PRICE = "Customer: Honestly, this is way too expensive for a team our size."

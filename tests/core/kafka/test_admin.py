@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from core.kafka.admin import KafkaAdminError, TopicAdmin
+from core.kafka.catalog import HOUR_MS, TopicCatalog, TopicSpec
+from core.settings import Settings
 from schemas.events import SuggestionEvent, Turn
-from teleprompter.kafka.admin import KafkaAdminError, TopicAdmin
-from teleprompter.kafka.catalog import HOUR_MS, TopicCatalog, TopicSpec
-from teleprompter.settings import Settings
 
 
 @pytest.fixture

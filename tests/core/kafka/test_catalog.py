@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from core.kafka.catalog import DAY_MS, HOUR_MS, TopicCatalog, TopicSpec
+from core.settings import Settings
 from schemas.events import EVENT_TYPES, SessionRoute, SuggestionEvent
-from teleprompter.kafka.catalog import DAY_MS, HOUR_MS, TopicCatalog, TopicSpec
-from teleprompter.settings import Settings
 
 # Kafka's rule for topic names (kafka.common.internals.Topic).
 LEGAL_TOPIC: re.Pattern[str] = re.compile(r"[a-zA-Z0-9._-]{1,249}")

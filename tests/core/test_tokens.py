@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from teleprompter.cli import main
-from teleprompter.settings import Settings
-from teleprompter.tokens import (
+from core.settings import Settings
+from core.tokens import (
     SecretError,
     TokenError,
     TokenSigner,
     resolve_secret,
     secret_path,
 )
+from teleprompter.cli import main
 
 SECRET = b"k" * 32
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from teleprompter.cli import main
-from teleprompter.kafka.topic_commands import format_duration_ms, format_table
+from teleprompter.topic_commands import format_duration_ms, format_table
 
 # These tests are synchronous on purpose: each command runs its own event loop (asyncio.run).
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr, ValidationError
 
+from core.settings import Settings, SettingsError, _field_name, load_settings
 from teleprompter.cli import main
-from teleprompter.settings import Settings, SettingsError, _field_name, load_settings
 
 OUTSIDE_NAMES = ("KAFKA_BOOTSTRAP_SERVERS", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
@@ -246,7 +246,7 @@ def test_settings_cannot_change_once_built() -> None:
 def test_default_gateway_id_is_a_legal_topic_fragment(
     monkeypatch: pytest.MonkeyPatch, hostname: str
 ) -> None:
-    monkeypatch.setattr("teleprompter.settings.socket.gethostname", lambda: hostname)
+    monkeypatch.setattr("core.settings.socket.gethostname", lambda: hostname)
 
     gateway_id = Settings().gateway_id
 

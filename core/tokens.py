@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import jwt
 
-from teleprompter.settings import SECRET_FILE_NAME, Settings
+from core.settings import SECRET_FILE_NAME, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -12,22 +12,21 @@ from typing import Final, TypeVar
 
 import click
 
-from teleprompter.kafka.admin import (
+from core.kafka.admin import (
     KafkaAdminError,
     ProvisionReport,
     TopicAdmin,
     TopicDescription,
     TopicInfo,
 )
-from teleprompter.kafka.catalog import TopicCatalog, TopicSpec
-from teleprompter.settings import Settings
+from core.kafka.catalog import TopicCatalog, TopicSpec
+from core.settings import Settings
+from teleprompter.options import EXIT_FAILED, EXIT_OK
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
 _ALWAYS_SHOWN_CONFIGS: Final = ("cleanup.policy", "retention.ms")
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from core.settings import Settings
 from schemas.events import (
     AudioChunk,
     ConversationSummary,
@@ -16,7 +17,6 @@ from schemas.events import (
     TranscriptSegment,
     Turn,
 )
-from teleprompter.settings import Settings
 
 logger = logging.getLogger(__name__)
 

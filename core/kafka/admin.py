@@ -31,7 +31,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from teleprompter.kafka.catalog import TopicSpec
+from core.kafka.catalog import TopicSpec
 
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logger.getChild("librdkafka")
