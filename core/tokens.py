@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 import jwt
 
+from core.data_dir import DataDirError, prepare_data_dir
 from core.settings import SECRET_FILE_NAME, Settings
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ def resolve_secret(settings: Settings, *, create: bool = False) -> bytes:
 
 
 def _create_secret_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_data_dir(path.parent)
+    except DataDirError as exc:
+        raise SecretError(str(exc)) from None
     try:
         # O_EXCL: two processes starting at once must not overwrite each other's secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
