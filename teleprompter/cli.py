@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from core.settings import SettingsError
+from teleprompter.consumer_groups.commands import groups
 from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,9 @@ def bench(
         workers=workers,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
+
+
+main.add_command(groups)
 
 
 @main.command()
