@@ -88,10 +88,15 @@ def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> Non
 @main.command()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run one stream-processing worker (Faust)."""
+    """Run one stream-processing worker (Faust), with /metrics and /healthz."""
+    from streams.observability.server import WorkerHttpError  # noqa: PLC0415  # with the worker
     from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
 
-    run(settings_from_flags(ctx))
+    try:
+        run(settings_from_flags(ctx))
+    except WorkerHttpError as exc:
+        click.echo(f"teleprompter: {exc}", err=True)
+        ctx.exit(EXIT_BAD_SETTINGS)
 
 
 @main.command("llm-sim")

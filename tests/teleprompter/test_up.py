@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from tests.rep_client import RepClient
 
 
@@ -47,6 +49,13 @@ async def test_up_serves_a_suggestion_and_stops_cleanly_on_sigterm(tmp_path: Pat
             await rep.say("How long does onboarding usually take?")
             [complete] = await rep.wait_for("suggestion_complete", timeout_s=60)
             assert complete["text"]
+
+        worker_line = await asyncio.wait_for(_read_until(process, output, "/metrics  http"), 10)
+        metrics_url, health_url = worker_line.split()[1:3]
+        assert metrics_url.endswith("/metrics") and health_url.endswith("/healthz")
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+            assert response.status == 200
+            assert "teleprompter_worker_turns_total" in await response.text()
 
         process.send_signal(signal.SIGTERM)
         relay = asyncio.create_task(_read_until(process, output, None))
