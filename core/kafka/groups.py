@@ -84,9 +84,13 @@ class GroupDescription:
     members: tuple[GroupMember, ...]
 
     @property
-    def owners(self) -> dict[Partition, GroupMember]:
-        """The member each assigned partition belongs to."""
-        return {tp: member for member in self.members for tp in member.assignment}
+    def owners(self) -> dict[Partition, tuple[GroupMember, ...]]:
+        """The members each assigned partition is assigned to (Faust gives standbys too)."""
+        owners: dict[Partition, tuple[GroupMember, ...]] = {}
+        for member in self.members:
+            for tp in member.assignment:
+                owners[tp] = (*owners.get(tp, ()), member)
+        return owners
 
 
 @dataclass(frozen=True, kw_only=True)

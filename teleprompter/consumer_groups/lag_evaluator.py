@@ -12,7 +12,7 @@ the data allows:
 A partition is judged only when its current lag exceeds the allowed lag (Burrow's
 `allowed-lag`, 0 by default); otherwise it is OK. Then, in this order:
 
-    STOP    rule 3: no commit for longer than the window spans (now - last > last - first),
+    STOP    rule 3: no commit seen for longer than the window spans (now - last > last - first),
             unless a recent log-end offset shows the consumer had caught up (PR #338)
     REWIND  rule 2: the committed offset went backwards and has not come back since (PR #716)
     OK      rule 1: the lag was within the allowed lag at some commit in the window
@@ -104,7 +104,8 @@ def evaluate_partition(  # noqa: PLR0911  # one return per rule, in Burrow's ord
         span_s = (commits[-1].timestamp_ms - commits[0].timestamp_ms) / 1000.0
         return Verdict(
             status="STOP",
-            rule=f"rule 3: no commit for {idle_s:.1f} s, longer than the window's {span_s:.1f} s",
+            rule=f"rule 3: no commit seen for {idle_s:.1f} s, "
+            f"longer than the window's {span_s:.1f} s",
         )
     rewind = rewind_index(commits)
     if rewind > 0 and not rewind_recovered(commits, rewind):

@@ -68,11 +68,10 @@ def describe_text(report: GroupReport) -> str:
     if members:
         blocks.append(format_table(MEMBER_COLUMNS, [_member_row(m) for m in members]))
     if report.partitions:
-        by_id = {m.member_id: m for m in members}
         blocks.append(
             format_table(
                 PARTITION_COLUMNS,
-                [_partition_row(d.group_id, p, by_id) for p in report.partitions],
+                [row for p in report.partitions for row in _partition_rows(d.group_id, p)],
             )
         )
     else:
@@ -100,7 +99,6 @@ def list_json(reports: Sequence[GroupReport]) -> dict[str, Any]:
 
 def describe_json(report: GroupReport) -> dict[str, Any]:
     d = report.snapshot.description
-    by_id = {m.member_id: m for m in d.members}
     return {
         "group": d.group_id,
         "state": d.state,
@@ -122,7 +120,7 @@ def describe_json(report: GroupReport) -> dict[str, Any]:
             }
             for m in d.members
         ],
-        "partitions": [_partition_json(p, by_id) for p in report.partitions],
+        "partitions": [_partition_json(p) for p in report.partitions],
     }
 
 
@@ -148,36 +146,34 @@ def _member_row(member: GroupMember) -> tuple[str, ...]:
     )
 
 
-def _partition_row(
-    group_id: str, p: PartitionReport, members: dict[str, GroupMember]
-) -> tuple[str, ...]:
-    owner = members.get(p.owner) if p.owner else None
-    return (
+def _partition_rows(group_id: str, p: PartitionReport) -> list[tuple[str, ...]]:
+    """One row per member the partition is assigned to, as kafka-consumer-groups.sh prints."""
+    offsets = (
         group_id,
         p.offsets.topic,
         str(p.offsets.partition),
         _cell(p.offsets.committed),
         str(p.offsets.log_end),
         _cell(p.offsets.lag),
-        owner.member_id if owner else NONE,
-        owner.host if owner else NONE,
-        owner.client_id if owner else NONE,
+    )
+    judged = (
         p.verdict.status if p.verdict else NONE,
         p.verdict.rule if p.verdict else "no committed offset",
     )
+    consumers = [(m.member_id, m.host, m.client_id) for m in p.owners] or [(NONE, NONE, NONE)]
+    return [(*offsets, *consumer, *judged) for consumer in consumers]
 
 
-def _partition_json(p: PartitionReport, members: dict[str, GroupMember]) -> dict[str, Any]:
-    owner = members.get(p.owner) if p.owner else None
+def _partition_json(p: PartitionReport) -> dict[str, Any]:
     return {
         "topic": p.offsets.topic,
         "partition": p.offsets.partition,
         "current_offset": p.offsets.committed,
         "log_end_offset": p.offsets.log_end,
         "lag": p.offsets.lag,
-        "consumer_id": owner.member_id if owner else None,
-        "host": owner.host if owner else None,
-        "client_id": owner.client_id if owner else None,
+        "consumers": [
+            {"consumer_id": m.member_id, "host": m.host, "client_id": m.client_id} for m in p.owners
+        ],
         "status": p.verdict.status if p.verdict else None,
         "rule": p.verdict.rule if p.verdict else "no committed offset",
     }

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from core.kafka.groups import GroupSnapshot, Partition, PartitionOffsets
+from core.kafka.groups import GroupMember, GroupSnapshot, Partition, PartitionOffsets
 from teleprompter.consumer_groups.lag_evaluator import (
     Commit,
     PartitionWindow,
@@ -43,7 +43,7 @@ class PartitionReport:
     """One partition at the latest sample, with its verdict (None before any commit)."""
 
     offsets: PartitionOffsets
-    owner: str | None
+    owners: tuple[GroupMember, ...]
     verdict: Verdict | None
 
 
@@ -123,13 +123,8 @@ class GroupWindow:
                     ),
                     allowed_lag=self.allowed_lag,
                 )
-            owner = owners.get(tp)
             partitions.append(
-                PartitionReport(
-                    offsets=offsets,
-                    owner=owner.member_id if owner is not None else None,
-                    verdict=verdict,
-                )
+                PartitionReport(offsets=offsets, owners=owners.get(tp, ()), verdict=verdict)
             )
         group_verdict = evaluate_group(
             (f"{p.offsets.topic}[{p.offsets.partition}]", p.verdict)

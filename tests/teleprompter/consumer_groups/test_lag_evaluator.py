@@ -95,7 +95,7 @@ def test_rule_3_no_commit_for_longer_than_the_window_is_stop() -> None:
     verdict = judge(ADVANCING_ALWAYS_LAGGING, log_ends=[5250], current_lag=250, now_s=1000)
 
     assert verdict == Verdict(
-        status="STOP", rule="rule 3: no commit for 500.0 s, longer than the window's 400.0 s"
+        status="STOP", rule="rule 3: no commit seen for 500.0 s, longer than the window's 400.0 s"
     )
 
 
