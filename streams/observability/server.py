@@ -55,6 +55,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_worker_port(host: str, port: int, *, chosen: bool) -> socket.socket:
+    """The worker's listening socket. A port someone `chosen` that is taken is an error; the
+    default, when taken (another worker on this machine), gives way to a free port, logged:
+    a worker without metrics would be worse than one on a port the log names."""
+    try:
+        return listening_socket(host, port)
+    except WorkerHttpError:
+        if chosen:
+            raise
+    sock = listening_socket(host, 0)
+    logger.warning(
+        "port %d is taken: worker metrics on port %d instead "
+        "(set TELEPROMPTER_WORKER_HTTP_PORT to choose)",
+        port,
+        sock.getsockname()[1],
+    )
+    return sock
+
+
 class WorkerEndpoints(mode.Service):
     """Serves a worker's /metrics and /healthz and keeps its health and lag up to date."""
 
@@ -96,7 +115,11 @@ class WorkerEndpoints(mode.Service):
             llm_api_key=settings.openai_api_key.get_secret_value(),
             timeout_s=PROBE_TIMEOUT_S,
         )
-        sock = listening_socket(settings.worker_http_host, settings.worker_http_port)
+        sock = bind_worker_port(
+            settings.worker_http_host,
+            settings.worker_http_port,
+            chosen="worker_http_port" in settings.model_fields_set,
+        )
         return cls(sock=sock, metrics=metrics, probe=probe)
 
     @property
