@@ -22,7 +22,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import ConsumerGroupDescription, OffsetSpec
 
-from core.kafka.admin import KafkaAdminError, TopicAdmin, _code, _reason
+from core.kafka.admin import _EARLIEST, _LATEST, KafkaAdminError, TopicAdmin, _code, _reason
 
 logger = logging.getLogger(__name__)
 
@@ -223,14 +223,11 @@ class GroupAdmin(TopicAdmin):
 
     async def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
         """Each partition's log-end offset (the offset the next record will get)."""
-        return await self._offsets(_topic_partitions(partitions), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        return await self._offsets(_topic_partitions(partitions), _LATEST)
 
     async def start_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
         """Each partition's earliest offset still held."""
-        return await self._offsets(
-            _topic_partitions(partitions),
-            OffsetSpec.earliest(),  # type: ignore[no-untyped-call]
-        )
+        return await self._offsets(_topic_partitions(partitions), _EARLIEST)
 
     async def offsets_at(
         self, partitions: Iterable[Partition], *, timestamp_ms: int
