@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from core.settings import SettingsError
+from teleprompter.conversations.commands import replay
+from teleprompter.export.commands import export
 from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
 
 logger = logging.getLogger(__name__)
@@ -17,6 +19,10 @@ logger = logging.getLogger(__name__)
 @click.version_option(package_name="teleprompter")
 def main() -> None:
     """Real-time reply suggestions for reps on live calls."""
+
+
+main.add_command(replay)
+main.add_command(export)
 
 
 @main.command()
