@@ -4,44 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from teleprompter.options import EXIT_USAGE, settings_from_flags
+from teleprompter.event_log.arguments import fail_usage, parse_times, quiet_settings
 
 logger = logging.getLogger(__name__)
-
-
-def fail_usage(ctx: click.Context, message: str) -> NoReturn:
-    """One line on stderr, exit 2: the user's to fix."""
-    click.echo(f"teleprompter: {message}", err=True)
-    ctx.exit(EXIT_USAGE)
-
-
-def parse_times(
-    ctx: click.Context, from_text: str | None, to_text: str | None
-) -> tuple[int | None, int | None]:
-    """`--from` and `--to` as epoch ms; a bad or backwards time exits 2 naming it."""
-    from teleprompter.event_log.times import (  # noqa: PLC0415  # keeps --help fast
-        TimeFormatError,
-        format_time,
-        parse_time,
-    )
-
-    parsed: list[int | None] = []
-    for flag, text in (("--from", from_text), ("--to", to_text)):
-        try:
-            parsed.append(None if text is None else parse_time(text))
-        except TimeFormatError as exc:
-            fail_usage(ctx, f"bad {flag} time: {exc}")
-    from_ms, to_ms = parsed
-    if from_ms is not None and to_ms is not None and from_ms >= to_ms:
-        fail_usage(
-            ctx,
-            f"--from {format_time(from_ms)} is not before --to {format_time(to_ms)}",
-        )
-    return from_ms, to_ms
 
 
 @click.command()
@@ -102,7 +70,7 @@ def replay(
     TIME is ISO 8601 (2025-06-01T12:00:00Z; no offset means UTC), relative (-15m, -2h,
     -1d), now, or Unix epoch ms. See docs/analysts.md.
     """
-    settings = settings_from_flags(ctx)
+    settings = quiet_settings(ctx)
     from_ms, to_ms = parse_times(ctx, from_text, to_text)
     what_if_only = {
         "--llm-base-url": llm_base_url,

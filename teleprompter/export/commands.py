@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from teleprompter.conversations.commands import parse_times
-from teleprompter.options import settings_from_flags
+from teleprompter.event_log.arguments import parse_times, quiet_settings
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def export(
     TIME is ISO 8601 (no offset means UTC), relative (-15m, -2h, -1d), now, or Unix epoch
     ms. Events are kept when their event time is in [--from, --to). See docs/analysts.md.
     """
-    settings = settings_from_flags(ctx)
+    settings = quiet_settings(ctx)
     from_ms, to_ms = parse_times(ctx, from_text, to_text)
     assert from_ms is not None and to_ms is not None  # both options are required
 
