@@ -1,8 +1,9 @@
 """`teleprompter replay CONVERSATION`: one conversation's timeline, merged across topics.
 
 History is read first (bounded: up to the end each partition has now), ordered by event time
-and printed; `--follow` then prints new entries as they arrive until the conversation's end
-marker has been read (plus whatever was written up to then), Ctrl-C or SIGTERM.
+and printed; `--follow` then prints new entries as they arrive (half a second late, to put
+them in event-time order) until the conversation's end marker has been read (plus whatever was
+written up to then), Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TextIO
+from typing import Final, TextIO
 
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings
@@ -33,6 +34,9 @@ from teleprompter.event_log.times import format_time
 from teleprompter.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 logger = logging.getLogger(__name__)
+
+# How long a followed entry waits for entries of other topics that happened before it.
+REORDER_MS: Final = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,18 +59,19 @@ def replay(
     """Print the conversation's timeline to `out`; returns the exit code."""
     catalog = TopicCatalog.from_settings(settings)
     try:
-        with EventLogReader(
-            bootstrap_servers=settings.bootstrap_servers,
-            codec=default_codec(),
-            keys=[request.conversation_id.encode()],
-        ) as reader:
+        with (
+            _stop_on_sigterm(),
+            EventLogReader(
+                bootstrap_servers=settings.bootstrap_servers,
+                codec=default_codec(),
+                keys=[request.conversation_id.encode()],
+            ) as reader,
+        ):
             finder = ConversationFinder(reader, catalog, request.conversation_id)
             printer = _Printer(request, out=out)
-            entries = _history(finder, request, err=err)
-            printer.history(entries)
+            printer.history(_history(finder, request, err=err))
             if request.follow:
-                with _stop_on_sigterm():
-                    printer.live(_Follower(finder, request))
+                printer.live(_Follower(finder, request))
     except (UnknownTopicError, UnknownConversationError) as exc:
         err(f"teleprompter: {exc}")
         return EXIT_USAGE
@@ -74,7 +79,7 @@ def replay(
         err(f"teleprompter: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        pass  # Ctrl-C (or SIGTERM) while following: what was read is printed; a clean stop
+        pass  # Ctrl-C or SIGTERM before the follow began: a clean stop all the same
     return EXIT_OK
 
 
@@ -98,22 +103,36 @@ def _history(
 
 
 class _Follower:
-    """New entries of a live call, batch by batch; `flush` closes the runs still open."""
+    """New entries of a live call, batch by batch, in event-time order.
 
-    def __init__(self, finder: ConversationFinder, request: ReplayRequest) -> None:
+    Records of different topics are fetched independently, so one written later may be read
+    first; entries are held `reorder_ms` and let out in event-time order (a watermark).
+    `flush` lets out everything, with the runs still open.
+    """
+
+    def __init__(
+        self, finder: ConversationFinder, request: ReplayRequest, *, reorder_ms: int = REORDER_MS
+    ) -> None:
         self._finder = finder
         self._builder = TimelineBuilder(is_reply_topic=finder.is_reply_topic, deltas=request.deltas)
+        self._reorder_ms = reorder_ms
+        self._held: list[TimelineEntry] = []
 
     def batches(self) -> Iterator[list[TimelineEntry]]:
         for batch in self._finder.follow():
-            entries: list[TimelineEntry] = []
+            now_ms = int(time.time() * 1000)
             for record in batch:
-                entries += self._builder.add(record)
-            entries += self._builder.expire(now_ms=int(time.time() * 1000))
-            yield sort_entries(entries)
+                self._held += self._builder.add(record)
+            self._held += self._builder.expire(now_ms=now_ms)
+            watermark = now_ms - self._reorder_ms
+            due = [entry for entry in self._held if entry.at_ms <= watermark]
+            self._held = [entry for entry in self._held if entry.at_ms > watermark]
+            yield sort_entries(due)
 
     def flush(self) -> list[TimelineEntry]:
-        return sort_entries(self._builder.flush())
+        entries = sort_entries(self._held + self._builder.flush())
+        self._held = []
+        return entries
 
 
 class _Printer:
@@ -160,7 +179,7 @@ class _Printer:
 
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops a follow as Ctrl-C does (only the main thread can install handlers)."""
+    """SIGTERM stops a replay as Ctrl-C does (only the main thread can install handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

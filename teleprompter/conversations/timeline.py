@@ -11,8 +11,9 @@ nobody reads them one by one:
   time from first to last and the text they added up to; `deltas="each"` shows every delta.
 
 Reply topics also carry copies of outcomes and recognised transcripts for the gateway; those
-copies are left out (the originals are on their own topics), but an outcome still closes its
-turn's delta run.
+copies are left out (the originals are on their own topics), but the outcome's copy closes its
+turn's delta run: it follows the last delta on the same partition, whereas the original, on
+another topic, may be read before the last deltas (its entry waits for the run).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ AUDIO_UTTERANCE: Final = "AudioUtterance"
 DELTA_RUN: Final = "DeltaRun"
 UNDECODABLE: Final = "Undecodable"
 AUDIO_GAP_MS: Final = 1000
+# A live stream with no delta and no outcome for this long is shown as it stands.
+DELTA_IDLE_MS: Final = 10_000
 # Bytes per sample of each audio encoding; an encoding not listed gets no duration.
 BYTES_PER_SAMPLE: Final = {"pcm_s16le": 2, "mulaw": 1}
 # Entries of one millisecond in pipeline order: what caused what comes first.
@@ -212,12 +215,15 @@ class TimelineBuilder:
         is_reply_topic: Callable[[str], bool],
         deltas: DeltaView = "runs",
         audio_gap_ms: int = AUDIO_GAP_MS,
+        delta_idle_ms: int = DELTA_IDLE_MS,
     ) -> None:
         self._is_reply_topic = is_reply_topic
         self._deltas = deltas
         self._audio_gap_ms = audio_gap_ms
+        self._delta_idle_ms = delta_idle_ms
         self._audio: dict[tuple[str, str], _AudioRun] = {}
         self._runs: dict[str, _DeltaRun] = {}
+        self._held: dict[str, TimelineEntry] = {}
 
     def add(self, record: Recorded) -> list[TimelineEntry]:
         if isinstance(record, UndecodableRecord):
@@ -232,17 +238,32 @@ class TimelineBuilder:
         return [_single(record)]
 
     def expire(self, *, now_ms: int) -> list[TimelineEntry]:
-        """Audio runs that stopped `audio_gap_ms` before `now_ms` (when following a live call)."""
-        done = [k for k, run in self._audio.items() if now_ms - run.last_at_ms > self._audio_gap_ms]
-        return [self._audio.pop(key).entry() for key in done]
+        """Runs that stopped a while before `now_ms` (when following a live call): audio
+        `audio_gap_ms` ago, deltas `delta_idle_ms` ago with no outcome on their topic."""
+        audio = [
+            k for k, run in self._audio.items() if now_ms - run.last_at_ms > self._audio_gap_ms
+        ]
+        entries = [self._audio.pop(key).entry() for key in audio]
+        for turn_id in [
+            t for t, run in self._runs.items() if now_ms - run.last_at_ms > self._delta_idle_ms
+        ]:
+            entries += self._close_run(turn_id)
+        return entries
 
     def flush(self) -> list[TimelineEntry]:
-        """Every run still open."""
+        """Every run still open, and the outcomes held for them."""
         entries = [run.entry() for run in self._audio.values()]
-        entries += [run.entry() for run in self._runs.values()]
         self._audio.clear()
-        self._runs.clear()
+        for turn_id in list(self._runs):
+            entries += self._close_run(turn_id)
+        entries += self._held.values()
+        self._held.clear()
         return entries
+
+    def _close_run(self, turn_id: str) -> list[TimelineEntry]:
+        entries = [self._runs.pop(turn_id).entry()]
+        held = self._held.pop(turn_id, None)
+        return entries if held is None else [*entries, held]
 
     def _add_audio(self, record: RecordedEvent, chunk: AudioChunk) -> list[TimelineEntry]:
         key = (chunk.session_id, chunk.speaker)
@@ -291,12 +312,17 @@ class TimelineBuilder:
             else:
                 run.add(record, event)
             return []
-        # An outcome ends its turn's stream, whichever copy of it comes first.
-        closed = self._runs.pop(event.turn_id, None)
-        entries = [closed.entry()] if closed is not None else []
-        if not self._is_reply_topic(record.topic):
-            entries.append(_single(record))
-        return entries
+        run = self._runs.get(event.turn_id)
+        if self._is_reply_topic(record.topic):
+            # The gateway's copy of the outcome follows the stream's last delta on its topic.
+            if run is None or run.first.topic != record.topic:
+                return []
+            return self._close_run(event.turn_id)
+        if run is not None:
+            # Read from another topic, the outcome may come before the stream's last deltas.
+            self._held[event.turn_id] = _single(record)
+            return []
+        return [_single(record)]
 
 
 def _single(record: RecordedEvent) -> TimelineEntry:

@@ -232,3 +232,38 @@ def test_table_lines_say_where_each_entry_is_kept() -> None:
     assert "+0:01.000" in line
     assert f"tp.audio[1]@{entries[0].offset}..{entries[0].last_offset}" in line
     assert "customer 0.30 s, 3 chunks, 9,600 B, pcm_s16le 16000 Hz" in line
+
+
+def test_an_outcome_read_before_its_last_deltas_waits_for_the_run() -> None:
+    complete = recorded(
+        SuggestionEvent(
+            conversation_id="c", event_time_ms=1300, turn_id="t1", kind="complete", text="Hi you"
+        ),
+        "tp.suggestions",
+    )
+    copy = dataclasses.replace(complete, topic="tp.replies.gw-a", offset=next(_offsets))
+    builder = TimelineBuilder(is_reply_topic=lambda t: t.startswith("tp.replies."))
+
+    emitted = [
+        builder.add(delta(1000, 1, "Hi", "Hi")),
+        builder.add(complete),  # its topic was fetched first
+        builder.add(delta(1100, 2, " you", "Hi you")),
+        builder.add(copy),
+    ]
+
+    assert [[e.type for e in batch] for batch in emitted] == [
+        [],
+        [],
+        [],
+        [DELTA_RUN, "SuggestionEvent"],
+    ]
+    assert emitted[3][0].fields["deltas"] == 2 and emitted[3][1].topic == "tp.suggestions"
+
+
+def test_a_stream_without_an_outcome_is_shown_once_idle_or_at_the_end() -> None:
+    builder = TimelineBuilder(is_reply_topic=lambda t: t.startswith("tp.replies."))
+    builder.add(delta(1000, 1, "Hi", "Hi"))
+
+    assert builder.expire(now_ms=5000) == []
+    (run,) = builder.expire(now_ms=20_000)
+    assert run.type == DELTA_RUN and builder.flush() == []
