@@ -5,7 +5,8 @@ a `ConversationContext` fed the conversation's final transcript segments, summar
 profile up to the turn's event time (the worker builds it from the same events). Today's
 `PromptBuilder` renders the prompt, optionally with another system prompt (`--prompt FILE`),
 and the chosen OpenAI-compatible endpoint streams the new suggestion. Turns run one at a time,
-so each time to first token is the endpoint's alone. Nothing is written to Kafka.
+after a 1-token warm-up request, so each time to first token is the endpoint's alone, on a
+warm connection as the recorded ones were. Nothing is written to Kafka.
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ async def _run(
         )
         stack.push_async_callback(model.close)
         output = stack.enter_context(_open_output(request.output_path))
+        await _warm_up(model, turns[0])
         async for turn, new in rerun(turns, model):
             comparison = Comparison(turn=turn, new=new, model=model.model, base_url=base_url)
             comparisons.append(comparison)
@@ -335,6 +337,18 @@ def _open_output(path: Path | None) -> Iterator[TextIO | None]:
         return
     with path.open("w", encoding="utf-8") as file:
         yield file
+
+
+async def _warm_up(model: SuggestionModel, turn: TurnPrompt) -> None:
+    """One 1-token request first, so the first turn's time to first token does not include
+    opening the connection (the recorded ones were measured on warm connections)."""
+    prompt = Prompt(messages=turn.prompt.messages, max_tokens=1)
+    try:
+        async with contextlib.aclosing(model.stream(prompt, request_id="whatif-warm-up")) as s:
+            async for _ in s:
+                pass
+    except LlmError as exc:
+        logger.info("warm-up request failed (the first turn will say why): %s", exc)
 
 
 async def _suggest(turn: TurnPrompt, model: SuggestionModel) -> Outcome:
