@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from schemas.events import AudioChunk, Event, SuggestionEvent, TranscriptSegment, Turn
-from teleprompter.conversations.render import TableWriter, entry_json
+from teleprompter.conversations.render import entry_json
 from teleprompter.conversations.timeline import (
     AUDIO_UTTERANCE,
     DELTA_RUN,
@@ -221,17 +221,6 @@ def test_fields_of_newer_schema_versions_come_through_generically() -> None:
     assert entry.fields == event_fields(segment)
     assert entry.fields["revision"] == 2
     assert '"revision":2' in entry_json(entry)
-
-
-def test_table_lines_say_where_each_entry_is_kept() -> None:
-    entries = build([chunk(1000 + i * 100, i) for i in range(3)])
-    table = TableWriter(origin_ms=0, source_width=20)
-
-    line = table.line(entries[0])
-
-    assert "+0:01.000" in line
-    assert f"tp.audio[1]@{entries[0].offset}..{entries[0].last_offset}" in line
-    assert "customer 0.30 s, 3 chunks, 9,600 B, pcm_s16le 16000 Hz" in line
 
 
 def test_an_outcome_read_before_its_last_deltas_waits_for_the_run() -> None:
