@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,6 +82,9 @@ def replay(
         return EXIT_FAILED
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM before the follow began: a clean stop all the same
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and let nothing flush into the pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
