@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import confluent_kafka
 from click.testing import CliRunner, Result
+from confluent_kafka.admin import AdminClient
 
 from core.kafka.admin import TopicAdmin
 from core.kafka.catalog import TopicCatalog
@@ -96,6 +97,14 @@ def new_recorded_calls(bootstrap_servers: str) -> RecordedCalls:
     )
     assert report.ok, report.summary()
     return RecordedCalls(settings=settings)
+
+
+def delete_topics(bootstrap_servers: str, *, prefix: str) -> None:
+    """Delete the topics under `prefix` (a shared Kafka keeps what tests leave)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    names = [name for name in admin.list_topics(timeout=30).topics if name.startswith(prefix)]
+    for future in admin.delete_topics(names, operation_timeout=30).values() if names else ():
+        future.result()
 
 
 def shown_events(events: Sequence[ScriptedEvent]) -> list[Event]:

@@ -16,6 +16,7 @@ from core.kafka.catalog import TopicSpec
 from schemas.codec import default_codec
 from schemas.events import Turn
 from teleprompter.event_log.reader import (
+    EventLogError,
     EventLogReader,
     Recorded,
     RecordedEvent,
@@ -183,3 +184,13 @@ def test_reading_forms_no_consumer_group_and_commits_nothing(
     listed = AdminClient({"bootstrap.servers": bootstrap_servers}).list_consumer_groups()
     groups = {g.group_id for g in listed.result(timeout=30).valid}
     assert group not in groups
+
+
+def test_an_unreachable_kafka_is_an_error_naming_it() -> None:
+    with (
+        EventLogReader(
+            bootstrap_servers="127.0.0.1:1", codec=default_codec(), timeout_s=1.0
+        ) as reader,
+        pytest.raises(EventLogError, match=r"Kafka at 127\.0\.0\.1:1 did not answer within 1 s"),
+    ):
+        reader.topics()
