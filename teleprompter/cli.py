@@ -9,6 +9,8 @@ import click
 
 from core.data_dir import private_file_mode
 from teleprompter.consumer_groups.commands import groups
+from teleprompter.conversations.commands import replay
+from teleprompter.export.commands import export
 from teleprompter.options import (
     EXIT_BAD_SETTINGS,
     data_dir_option,
@@ -27,6 +29,10 @@ def main() -> None:
     """Real-time reply suggestions for reps on live calls."""
     # Call audio, transcripts and the signing secret are for this user only (0600 / 0700).
     private_file_mode()
+
+
+main.add_command(replay)
+main.add_command(export)
 
 
 @main.command()
