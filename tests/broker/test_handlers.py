@@ -38,7 +38,7 @@ from confluent_kafka.admin import (
 )
 
 from broker import BrokerThread
-from broker.protocol import OffsetDeleteRequestV0, OffsetDeleteResponseV0
+from broker.layouts import OFFSET_DELETE_V0
 from tests.broker.helpers import CONFLUENT_GROUP_SETTINGS, create_topic, wait_for
 
 CORRUPT_MESSAGE = 2
@@ -380,8 +380,8 @@ def test_offset_delete_removes_offsets_of_unsubscribed_topics(
     committer.commit(offsets=[ConfluentPartition(topic, 0, 7)], asynchronous=False)
     committer.close()
 
-    request = OffsetDeleteRequestV0(unique_name, [(topic, [(0,)])])
-    response = _call(bootstrap_servers, 47, 0, request.encode(), OffsetDeleteResponseV0)
+    request = OFFSET_DELETE_V0(unique_name, [(topic, [(0,)])])
+    response = _call(bootstrap_servers, 47, 0, request.encode(), OFFSET_DELETE_V0.RESPONSE_TYPE)
 
     assert response.error_code == 0
     assert response.topics == [(topic, [(0, 0)])]
