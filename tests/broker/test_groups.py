@@ -291,7 +291,7 @@ async def test_a_new_member_starts_a_rebalance_that_waits_for_the_others(tmp_pat
 
         assert rejoined.generation == second.generation == first.generation + 1
         assert rejoined.leader_id == first.member_id
-        assert {m for m, _ in rejoined.members} == {first.member_id, second.member_id}
+        assert {m for m, _, _ in rejoined.members} == {first.member_id, second.member_id}
         assert second.members == []
         assert (
             coordinator.check_commit(
