@@ -316,16 +316,10 @@ class RequestHandlers:
     # --- groups ----------------------------------------------------------------------------
 
     async def find_coordinator(self, request: Request, peer: str) -> ResponseBody:
-        if request.body.get("coordinator_type", 0) == _TRANSACTION_COORDINATOR:
-            logger.warning("FindCoordinator from %s refused: %s", peer, _NO_TRANSACTIONS)
-            return {
-                "error_code": ErrorCode.UNSUPPORTED_VERSION,
-                "error_message": _NO_TRANSACTIONS,
-                "coordinator_id": -1,
-                "host": "",
-                "port": -1,
-            }
-        if request.body.get("coordinator_type", 0) != 0:
+        # This broker coordinates every group, and would every transaction: a transactional
+        # producer finds it, and InitProducerId then says transactions are not supported
+        # (KafkaJS, for one, reports a failed FindCoordinator only as "coordinator not found").
+        if request.body.get("coordinator_type", 0) not in (0, _TRANSACTION_COORDINATOR):
             return {
                 "error_code": ErrorCode.INVALID_REQUEST,
                 "error_message": "unknown coordinator type",
