@@ -6,7 +6,9 @@ reset); offsets by timestamp; and the errors refused requests come back with.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -148,10 +150,8 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
         )
         assert bad.topic_errors[0][1] == INVALID_CONFIG
 
-        assert unique_name in await admin.list_topics()
-        (described,) = await admin.describe_topics([unique_name])
-        assert described["error_code"] == 0
-        assert len(described["partitions"]) == 3
+        # Apache Kafka's metadata follows CreateTopics and CreatePartitions a moment later.
+        await _eventually(lambda: _partition_count(admin, unique_name), 3)
 
         (response,) = await admin.describe_configs(
             [AioConfigResource(ConfigResourceType.TOPIC, unique_name)]
@@ -163,23 +163,42 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
             [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": "1000"})]
         )
         assert altered.resources[0][0] == 0
-        (response,) = await admin.describe_configs(
-            [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": None})]
-        )
-        assert [(e[0], e[1]) for e in response.resources[0][4]] == [("retention.ms", "1000")]
+        await _eventually(lambda: _retention_ms(admin, unique_name), [("retention.ms", "1000")])
 
         grown = await admin.create_partitions({unique_name: NewPartitions(4)})
         assert grown.topic_errors[0][1] == 0
-        (described,) = await admin.describe_topics([unique_name])
-        assert len(described["partitions"]) == 4
+        await _eventually(lambda: _partition_count(admin, unique_name), 4)
 
         deleted = await admin.delete_topics([unique_name, unique_name + "-missing"])
         assert sorted(deleted.topic_error_codes) == sorted(
             [(unique_name, 0), (unique_name + "-missing", UNKNOWN_TOPIC_OR_PARTITION)]
         )
-        assert unique_name not in await admin.list_topics()
+        await _eventually(lambda: _is_listed(admin, unique_name), False)
     finally:
         await admin.close()
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    (described,) = await admin.describe_topics([topic])
+    return len(described["partitions"]) if described["error_code"] == 0 else -1
+
+
+async def _retention_ms(admin: AIOKafkaAdminClient, topic: str) -> list[tuple[str, str]]:
+    (response,) = await admin.describe_configs(
+        [AioConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+    )
+    return [(e[0], e[1]) for e in response.resources[0][4]]
+
+
+async def _is_listed(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic in await admin.list_topics()
+
+
+async def _eventually(probe: Callable[[], Awaitable[object]], expected: object) -> None:
+    deadline = time.monotonic() + 20
+    while (found := await probe()) != expected:
+        assert time.monotonic() < deadline, f"still {found!r}, expected {expected!r}"
+        await asyncio.sleep(0.05)  # metadata offers no event to wait on
 
 
 # --- offsets by timestamp -----------------------------------------------------------------------
