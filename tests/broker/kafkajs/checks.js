@@ -24,6 +24,15 @@ async function eventually (probe, what, timeoutMs = 20000) {
 
 async function createTopic (topic, configEntries = []) {
   await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries }], waitForLeaders: true })
+  // Apache Kafka's metadata shows a new topic's leader a moment after CreateTopics answers.
+  await eventually(async () => {
+    try {
+      const { topics } = await admin.fetchTopicMetadata({ topics: [topic] })
+      return topics[0].partitions.every((partition) => partition.leader >= 0)
+    } catch (error) {
+      return false
+    }
+  }, `topic ${topic} to have a leader`)
 }
 
 async function consume (topic, count) {
