@@ -44,18 +44,30 @@ MAX_REQUEST_ITEMS: Final = 100_000
 
 
 class RequestTooComplexError(MalformedRequestError):
-    """The request holds more array items than the budget it was decoded with."""
+    """The request holds more array items than the budget it was decoded with.
+
+    `needed` is how many items it holds at least (those read, plus the array that broke the
+    budget), so a caller can tell whether a bigger budget could ever be enough.
+    """
+
+    def __init__(self, message: str, needed: int = 0) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:  # crosses to the parser process
+        return (type(self), (str(self), self.needed))
 
 
 class _Reader:
     """A position in a frame, and how many array items the request may still hold."""
 
-    __slots__ = ("data", "items_left", "position")
+    __slots__ = ("budget", "data", "items_left", "position")
 
     def __init__(self, data: bytes, position: int, items_left: int) -> None:
         self.data = data
         self.position = position
         self.items_left = items_left
+        self.budget = items_left
 
     def left(self) -> int:
         return len(self.data) - self.position
@@ -75,7 +87,8 @@ class _Reader:
         if count > self.items_left:
             raise RequestTooComplexError(
                 f"the request holds more than its budget of array items ({count} more wanted, "
-                f"{self.items_left} left)"
+                f"{self.items_left} left)",
+                needed=self.budget - self.items_left + count,
             )
         self.items_left -= count
 

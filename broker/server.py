@@ -9,22 +9,25 @@ What one connection can cost is bounded: a frame longer than `max_request_bytes`
 socket.request.max.bytes) is refused from its length prefix; a frame whose bytes stop
 arriving is dropped after `request_read_timeout_s`; a connection with no request for
 `idle_timeout_s` (Kafka's connections.max.idle.ms) is closed. Parsing is bounded by
-decoding.py; a request holding more than a few thousand array items is parsed on a thread of
-its own, so one connection's big request never stalls the loop that serves the others.
+decoding.py; a request holding more than a few thousand array items is parsed in a parser
+process (a thread would still hold the interpreter lock the event loop needs), so one
+connection's big request never stalls the loop that serves the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from broker.decoding import RequestTooComplexError
+from broker.decoding import MAX_REQUEST_ITEMS, RequestTooComplexError
 from broker.errors import MalformedRequestError
 from broker.groups import GroupCoordinator
 from broker.handlers import BrokerInfo, RequestHandlers
@@ -83,7 +86,7 @@ class EmbeddedBroker:
         self._max_request_bytes = max_request_bytes
         self._idle_timeout_s = idle_timeout_s
         self._request_read_timeout_s = request_read_timeout_s
-        self._parser: ThreadPoolExecutor | None = None
+        self._parser: ProcessPoolExecutor | None = None  # started at the first big request
         self._flush_interval_s = flush_interval_s
         self._retention_check_interval_s = retention_check_interval_s
         self._min_session_timeout_ms = min_session_timeout_ms
@@ -150,7 +153,6 @@ class EmbeddedBroker:
             identity=identity,
         )
         self._groups.start()
-        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-parser")
         loop = asyncio.get_running_loop()
         self._housekeeping = [
             loop.create_task(self._flush_periodically()),
@@ -287,10 +289,20 @@ class EmbeddedBroker:
     async def _parse(self, frame: bytes) -> Request:
         try:
             return parse_request(frame, max_items=_ITEMS_PARSED_ON_LOOP)
-        except RequestTooComplexError:
-            pass  # a big request: parse it again where it cannot stall other connections
+        except RequestTooComplexError as exc:
+            if exc.needed > MAX_REQUEST_ITEMS:
+                raise  # no budget could take it: refused without parsing further
+        # A big request: parse it again where it cannot stall the other connections.
+        if self._parser is None:
+            self._parser = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._parser, parse_request, frame)
+        try:
+            return await loop.run_in_executor(self._parser, parse_request, frame)
+        except BrokenProcessPool:
+            self._parser = None  # the parser died (killed?); the next big request starts one
+            raise MalformedRequestError("the parser process died") from None
 
     # --- housekeeping ----------------------------------------------------------------------
 
