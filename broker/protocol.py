@@ -25,30 +25,16 @@ from aiokafka.protocol import (
     transaction,
 )
 from aiokafka.protocol.api import RequestStruct
-from aiokafka.protocol.types import (
-    Array,
-    Boolean,
-    Bytes,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Schema,
-    String,
-    TaggedFields,
-    UnsignedVarInt32,
-)
+from aiokafka.protocol.types import TaggedFields
 
 from broker import layouts
 from broker.decoding import MAX_REQUEST_ITEMS, decode_body, skip_tagged_fields
+from broker.encoding import encode_body
 from broker.errors import MalformedRequestError
 
 logger = logging.getLogger(__name__)
 
 API_VERSIONS_KEY: Final = 18
-# ApiVersions v3+ requests use the flexible request header (KIP-482); every other API this
-# broker serves is advertised only in non-flexible versions, so this is the one exception.
-FLEXIBLE_API_VERSIONS_MIN: Final = 3
 
 _HEADER = struct.Struct(">hhih")
 _INT32 = struct.Struct(">i")
@@ -341,50 +327,6 @@ def parse_request(frame: bytes, *, max_items: int = MAX_REQUEST_ITEMS) -> Reques
 
 # --- responses --------------------------------------------------------------------------------
 
-_MISSING: Final = object()
-
-
-_ZERO_VALUES: Final[dict[Any, Any]] = {
-    Int8: 0,
-    Int16: 0,
-    Int32: 0,
-    Int64: 0,
-    UnsignedVarInt32: 0,
-    Boolean: False,
-    Bytes: None,
-}
-
-
-def _default(field: Any) -> Any:
-    if field is TaggedFields:
-        return {}
-    if isinstance(field, String):
-        return ""
-    if isinstance(field, Array):
-        return []
-    if isinstance(field, Schema):
-        return _values(field, {})
-    if field in _ZERO_VALUES:
-        return _ZERO_VALUES[field]
-    raise TypeError(f"no default for field type {field!r}")
-
-
-def _values(schema: Schema, data: Mapping[str, Any]) -> list[Any]:
-    """Positional values for a schema from a dict; absent fields take the type's zero value."""
-    values: list[Any] = []
-    for name, field in zip(schema.names, schema.fields, strict=True):
-        value = data.get(name, _MISSING)
-        if value is _MISSING:
-            values.append(_default(field))
-        elif isinstance(field, Schema):
-            values.append(_values(field, value))
-        elif isinstance(field, Array) and isinstance(field.array_of, Schema) and value is not None:
-            item_schema = field.array_of
-            values.append([_values(item_schema, item) for item in value])
-        else:
-            values.append(value)
-    return values
-
 
 def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     """A whole response frame (length prefix, header, body) for a request.
@@ -394,7 +336,7 @@ def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     """
     request_class = request.spec.requests[request.header.api_version]
     response_class = request_class.RESPONSE_TYPE
-    payload: bytes = response_class.SCHEMA.encode(_values(response_class.SCHEMA, body))
+    payload = encode_body(response_class.SCHEMA, body)
     # ApiVersions answers always use response header v0, even in flexible versions (KIP-511).
     header = _INT32.pack(request.header.correlation_id)
     if request_class.FLEXIBLE_VERSION and request.header.api_key != API_VERSIONS_KEY:
@@ -415,9 +357,7 @@ def api_versions_error_frame(correlation_id: int) -> bytes:
         "max_version": spec.max_version,
     }
     response = admin.ApiVersionResponse_v0
-    payload: bytes = response.SCHEMA.encode(
-        _values(response.SCHEMA, {"error_code": 35, "api_versions": [own_range]})
-    )
+    payload = encode_body(response.SCHEMA, {"error_code": 35, "api_versions": [own_range]})
     header = _INT32.pack(correlation_id)
     return _INT32.pack(len(header) + len(payload)) + header + payload
 
