@@ -51,9 +51,9 @@ _MIN_FRAME: Final = 8  # api key, version, correlation id, client id length
 DEFAULT_MAX_REQUEST_BYTES: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 DEFAULT_IDLE_TIMEOUT_S: Final = 600.0  # Kafka's connections.max.idle.ms
 DEFAULT_REQUEST_READ_TIMEOUT_S: Final = 30.0
-# Array items a request may hold and still be parsed on the event loop (about a millisecond of
-# work); a bigger one is parsed again on the parser thread, with the full budget.
-_ITEMS_PARSED_ON_LOOP: Final = 2_000
+# Array items a request may hold and still be parsed on the event loop (a few milliseconds at
+# most); a bigger one is parsed again in the parser process, with the full budget.
+_ITEMS_PARSED_ON_LOOP: Final = 1_000
 
 
 class EmbeddedBroker:
