@@ -109,7 +109,7 @@ class _Reader:
 
 Decoder = Callable[[_Reader], Any]
 
-_FIXED: Final[dict[Any, struct.Struct]] = {
+FIXED_LAYOUTS: Final[dict[Any, struct.Struct]] = {
     Int8: struct.Struct(">b"),
     Int16: struct.Struct(">h"),
     Int32: struct.Struct(">i"),
@@ -150,8 +150,8 @@ def _compile(field: Any) -> tuple[Decoder, int]:
 
 
 def _build(field: Any) -> tuple[Decoder, int]:  # noqa: PLR0911  # one branch per wire type
-    if field in _FIXED:
-        return _fixed(_FIXED[field])
+    if field in FIXED_LAYOUTS:
+        return _fixed(FIXED_LAYOUTS[field])
     if field is UnsignedVarInt32:
         return (lambda reader: reader.varint()), 1
     if field is TaggedFields:

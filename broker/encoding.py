@@ -10,7 +10,6 @@ thousands of topics) that would otherwise hold the event loop.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -21,31 +20,21 @@ from aiokafka.protocol.types import (
     CompactArray,
     CompactBytes,
     CompactString,
-    Float64,
-    Int8,
     Int16,
     Int32,
-    Int64,
     Schema,
     String,
     TaggedFields,
-    UInt32,
     UnsignedVarInt32,
 )
+
+from broker.decoding import FIXED_LAYOUTS
 
 logger = logging.getLogger(__name__)
 
 Encoder = Callable[[Any, bytearray], None]
 
-_FIXED: Final[dict[Any, struct.Struct]] = {
-    Int8: struct.Struct(">b"),
-    Int16: struct.Struct(">h"),
-    Int32: struct.Struct(">i"),
-    Int64: struct.Struct(">q"),
-    UInt32: struct.Struct(">I"),
-    Float64: struct.Struct(">d"),
-    Boolean: struct.Struct(">?"),
-}
+_FIXED: Final = FIXED_LAYOUTS  # numbers are laid out as decoding.py reads them
 _INT16: Final = _FIXED[Int16]
 _INT32: Final = _FIXED[Int32]
 _NULL16: Final = _INT16.pack(-1)

@@ -8,6 +8,7 @@ that connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -687,70 +688,73 @@ class RequestHandlers:
         validate_only = bool(request.body.get("validate_only"))
         resources = []
         for resource in request.body["resources"]:
-            kind, name = resource["resource_type"], resource["resource_name"]
-            configs = {
+            replacement = {
                 e["config_name"]: e["config_value"]
                 for e in resource["config_entries"] or []
                 if e["config_value"] is not None
             }
-            error, message = ErrorCode.NONE, None
-            try:
-                if kind != _TOPIC_RESOURCE:
-                    raise BrokerError(
-                        ErrorCode.INVALID_REQUEST, "only topic configs can be altered here"
-                    )
-                if self._topics.get(name) is None:
-                    raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
-                if validate_only:
-                    validate_configs(configs)
-                else:
-                    self._topics.replace_configs(name, configs)
-            except BrokerError as exc:
-                error, message = exc.code, exc.message
             resources.append(
-                {
-                    "error_code": error,
-                    "error_message": message,
-                    "resource_type": kind,
-                    "resource_name": name,
-                }
+                self._alter_configs(
+                    resource["resource_type"],
+                    resource["resource_name"],
+                    functools.partial(_replaced_by, replacement),
+                    validate_only=validate_only,
+                )
             )
         return {"throttle_time_ms": 0, "resources": resources}
 
+    def _alter_configs(
+        self,
+        kind: int,
+        name: str,
+        change: Callable[[dict[str, str]], dict[str, str]],
+        *,
+        validate_only: bool,
+    ) -> ResponseBody:
+        """One resource of (Incremental)AlterConfigs: a topic's overrides become `change(them)`."""
+        error, message = ErrorCode.NONE, None
+        try:
+            if kind == _BROKER_RESOURCE:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST,
+                    "broker configs are static on the embedded broker; none can be altered",
+                )
+            if kind != _TOPIC_RESOURCE:
+                raise BrokerError(ErrorCode.INVALID_REQUEST, f"resource type {kind} unknown")
+            topic = self._topics.get(name)
+            if topic is None:
+                raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+            configs = change(topic.configs)
+            if validate_only:
+                validate_configs(configs)
+            else:
+                self._topics.replace_configs(name, configs)
+        except BrokerError as exc:
+            error, message = exc.code, exc.message
+        return {
+            "error_code": error,
+            "error_message": message,
+            "resource_type": kind,
+            "resource_name": name,
+        }
+
     async def incremental_alter_configs(self, request: Request, peer: str) -> ResponseBody:
         validate_only = bool(request.body.get("validate_only"))
-        responses = []
-        for resource in request.body["resources"]:
-            kind, name = resource["resource_type"], resource["resource_name"]
-            error, message = ErrorCode.NONE, None
-            try:
-                if kind == _BROKER_RESOURCE:
-                    raise BrokerError(
-                        ErrorCode.INVALID_REQUEST,
-                        "broker configs are static on the embedded broker; none can be "
-                        "updated dynamically",
-                    )
-                if kind != _TOPIC_RESOURCE:
-                    raise BrokerError(ErrorCode.INVALID_REQUEST, f"resource type {kind} unknown")
-                topic = self._topics.get(name)
-                if topic is None:
-                    raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
-                configs = _incrementally_altered(topic.configs, resource["configs"] or [])
-                if validate_only:
-                    validate_configs(configs)
-                else:
-                    self._topics.replace_configs(name, configs)
-            except BrokerError as exc:
-                error, message = exc.code, exc.message
-            responses.append(
-                {
-                    "error_code": error,
-                    "error_message": message,
-                    "resource_type": kind,
-                    "resource_name": name,
-                }
+        responses = [
+            self._alter_configs(
+                resource["resource_type"],
+                resource["resource_name"],
+                functools.partial(_incrementally_altered, changes=resource["configs"] or []),
+                validate_only=validate_only,
             )
+            for resource in request.body["resources"]
+        ]
         return {"throttle_time_ms": 0, "responses": responses}
+
+
+def _replaced_by(new: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """AlterConfigs: the given configs replace all of a topic's overrides."""
+    return new
 
 
 def _incrementally_altered(
