@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
 
+    # --- embedded broker: what one client may cost it (Kafka's names in the descriptions) -------
+    broker_max_request_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="largest request (socket.request.max.bytes)"
+    )
+    broker_idle_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="close a connection silent this long (connections.max.idle.ms)",
+    )
+    broker_request_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="close a connection whose request stops arriving mid-frame"
+    )
+    broker_auto_create_topics: bool = Field(
+        default=False,
+        description="create unknown topics on metadata requests (auto.create.topics.enable)",
+    )
+
     # --- gateway ----------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)

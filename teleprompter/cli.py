@@ -93,6 +93,10 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
         host=settings.broker_host,
         port=settings.broker_port,
         data_dir=private_data_dir(ctx, settings) / "broker",
+        auto_create_topics=settings.broker_auto_create_topics,
+        max_request_bytes=settings.broker_max_request_bytes,
+        idle_timeout_s=settings.broker_idle_timeout_s,
+        request_read_timeout_s=settings.broker_request_read_timeout_s,
     )
     with one_line_errors(ctx):
         asyncio.run(serve_until_signalled(embedded))
