@@ -120,6 +120,23 @@ class Settings(BaseSettings):
     # --- processes --------------------------------------------------------------------------
     workers: int = Field(default=1, ge=1, le=64)
 
+    # --- stream workers: failover (docs/reliability.md, "Workers") --------------------------
+    worker_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="static group membership (group.instance.id), unique per worker; unset: "
+        "dynamic membership",
+    )
+    worker_session_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="a worker silent this long loses its partitions (raised to the broker's "
+        "group.min.session.timeout.ms)",
+    )
+    worker_stall_timeout_s: float = Field(
+        default=300.0, gt=0, description="a partition not fetched or processed this long is logged"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, data: Any) -> Any:
