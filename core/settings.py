@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         description="a worker silent this long loses its partitions (raised to the broker's "
         "group.min.session.timeout.ms)",
     )
+    turn_recovery_window_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a turn a lost worker left unanswered is answered again if younger than "
+        "this, else only cancelled",
+    )
     worker_stall_timeout_s: float = Field(
         default=300.0, gt=0, description="a partition not fetched or processed this long is logged"
     )

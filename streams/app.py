@@ -96,7 +96,7 @@ class SuggestionPipeline:
         self.contexts = ContextStore(
             self.app.Table("contexts", **table_args), window_s=settings.context_window_s
         )
-        self.worker_id = settings.worker_instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = worker_id(settings)
         # Turn-making and answering state, durable so that a crash neither repeats nor loses
         # a turn: see docs/reliability.md ("Workers").
         self.coalescer = TurnCoalescer(pause_ms=settings.turn_pause_ms)
@@ -111,6 +111,7 @@ class SuggestionPipeline:
             publish=self._publish_suggestion,
             ledger=self.ledger,
             health=self.health,
+            answer_window_s=settings.turn_recovery_window_s,
         )
         self.summarizer = RollingSummarizer(
             builder=self.builder,
@@ -452,6 +453,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust configured for latency: nothing waits for a batch, a commit or a timer."""
     return {
         "id": f"{settings.topic_prefix}-worker",
+        # Names this worker in the group's member list (`groups describe`).
+        "broker_client_id": f"teleprompter-{worker_id(settings)}",
         # Faust's aiokafka driver with its consumer waits fixed: see streams/transport.py.
         "broker": f"tpkafka://{settings.bootstrap_servers}",
         "store": "memory://",
@@ -479,6 +482,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "web_enabled": False,
         "table_cleanup_interval": 60.0,
     }
+
+
+def worker_id(settings: Settings) -> str:
+    """This worker's name: its static member id, else host and process id."""
+    return settings.worker_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _now_ms() -> float:

@@ -143,7 +143,7 @@ class LocalSystem:
             await self._spawn("llm-sim", "llm-sim")
             await self._until_ready("llm-sim", lambda: _http_ok(f"{resolved.llm_base_url}/models"))
         for n in range(resolved.workers):
-            await self._spawn(f"worker-{n + 1}" if resolved.workers > 1 else "worker", "worker")
+            await self._spawn_worker(f"worker-{n + 1}" if resolved.workers > 1 else "worker")
         await self._spawn("gateway", "gateway")
         await self._until_ready("gateway", lambda: _http_ok(f"{self.http_url}/healthz"))
         await self._until_ready(
@@ -170,8 +170,18 @@ class LocalSystem:
         for child in [c for c in self._children if c.name == "worker"]:
             self._children.remove(child)
             await _terminate(child, grace_s=STOP_GRACE_S)
-        await self._spawn("worker", "worker")
+        await self._spawn_worker("worker")
         await self._until_ready("worker", lambda: self._workers_stable(s))
+
+    async def _spawn_worker(self, name: str) -> None:
+        # Each worker a static group member of its own: restarted, it takes its partitions back.
+        s = self.resolved
+        instance = s.worker_instance_id or f"{s.topic_prefix}-{name}"
+        if s.worker_instance_id and s.workers > 1:
+            instance = f"{s.worker_instance_id}-{name}"
+        await self._spawn(
+            name, "worker", settings=s.model_copy(update={"worker_instance_id": instance})
+        )
 
     async def _workers_stable(self, s: Settings) -> bool:
         admin = TopicAdmin(bootstrap_servers=s.bootstrap_servers)
