@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         description="a worker silent this long loses its partitions (raised to the broker's "
         "group.min.session.timeout.ms)",
     )
+    worker_commit_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often consumed offsets are committed: what a crash makes a worker re-read",
+    )
     turn_recovery_window_s: float = Field(
         default=10.0,
         ge=0,

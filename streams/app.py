@@ -467,7 +467,9 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger": 0.0,
         "producer_acks": 1,
         "consumer_auto_offset_reset": "earliest",
-        "broker_commit_interval": 1.0,
+        # At least once: a crash re-reads what was consumed since the last commit, and the
+        # coalescer and suggester skip what they had taken (docs/reliability.md).
+        "broker_commit_interval": settings.worker_commit_interval_s,
         # After a rebalance, streams resume at once; the default waits 3 s for more members.
         "stream_recovery_delay": 0.0,
         "stream_wait_empty": False,

@@ -20,11 +20,16 @@ from tests.faults.workers import (
 )
 from tests.rep_client import RepClient
 from tests.system_fixtures import system_settings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 # Slow tokens: the suggestion is still streaming when its worker is killed.
 SLOW_LLM: dict[str, Any] = {"llm_ttft_ms": 50.0, "llm_tokens_per_s": 8.0}
+
+
+def streamed_turns(rep: RepClient) -> set[str]:
+    return {m["turn_id"] for m in rep.of_type("suggestion_delta")}
 
 
 def client(system: LocalSystem, cid: str) -> RepClient:
@@ -106,13 +111,17 @@ SENTENCES = 24
 async def test_each_utterance_is_one_turn_across_a_kill_and_a_resend(
     bootstrap_servers: str, tmp_path: Path
 ) -> None:
-    settings = system_settings(bootstrap_servers, tmp_path)
+    # Nothing is committed before the kill: the restarted worker re-reads every transcript.
+    settings = system_settings(bootstrap_servers, tmp_path, worker_commit_interval_s=600.0)
     catalog = TopicCatalog.from_settings(settings)
     async with LocalSystem(settings=settings) as system, client(system, "dup-1") as rep:
         for n in range(SENTENCES):
             await rep.say(f"Question number {n}, is that right?")
+            # The worker has made this sentence's turn: a new turn's suggestion is streaming.
+            await wait_until(
+                lambda n=n: len(streamed_turns(rep)) > n, timeout_s=60, what=f"turn {n}"
+            )
             if n == SENTENCES // 2:
-                # Killed with uncommitted transcripts behind it: the restart re-reads them.
                 await kill_worker(system, "worker")
                 await system.restart_worker()
         # A gateway's resend after a reconnect: a segment already stored, stored again.
