@@ -1,4 +1,4 @@
-"""Findings 4 and 5: after a worker's kill -9, every utterance is one turn and every suggestion ends."""
+"""Findings 4 and 5: after a worker's kill -9, one turn per utterance; every suggestion ends."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for the worker fault tests: which worker owns a conversation, killing it, reading topics."""
+"""Worker fault tests' helpers: which worker owns a conversation, killing it, reading topics."""
 
 from __future__ import annotations
 
