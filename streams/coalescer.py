@@ -86,6 +86,9 @@ class TurnCoalescer:
             if offset <= state.offset:
                 return False
             state.offset = offset
+        if not (segment.final or segment.end_of_conversation):
+            # Partials share their utterance's id and never add text: nothing to count twice.
+            return True
         key = segment_key(segment)
         if key in state.seen:
             return False
@@ -246,7 +249,7 @@ class TurnCoalescer:
 
 
 def segment_key(segment: TranscriptSegment) -> str:
-    """What makes two transcript records the same segment (a resend or a redelivery)."""
+    """What makes two final transcript records the same segment (a resend or a redelivery)."""
     return segment.segment_id
 
 

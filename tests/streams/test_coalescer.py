@@ -172,3 +172,11 @@ def test_remembered_segment_ids_are_bounded_in_bytes() -> None:
     assert snapshot is not None
     assert sum(len(key) for key in snapshot["seen"]) <= 100
     assert snapshot["seen"][-1] == "session-0049"
+
+
+def test_partials_never_hide_the_final_of_their_utterance() -> None:
+    coalescer = TurnCoalescer()
+    assert coalescer.admit(segment("we use", "u-1", final=False))
+    assert coalescer.admit(segment("we use a comp", "u-1", final=False))
+    assert coalescer.admit(segment("We use a competitor.", "u-1"))
+    assert not coalescer.admit(segment("We use a competitor.", "u-1"))
