@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from schemas.events import TranscriptSegment, Turn, TurnReason
+from streams.state import turn_from_record, turn_record
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class TurnCoalescer:
                 "deadline_ms": pending.deadline_ms,
                 "trace": pending.trace,
             },
-            "outbox": [_turn_data(turn) for turn in state.outbox],
+            "outbox": [turn_record(turn) for turn in state.outbox],
             "ended": state.ended,
         }
 
@@ -208,7 +209,7 @@ class TurnCoalescer:
             seen=seen,
             seen_bytes=sum(len(key) for key in seen),
             pending=pending,
-            outbox=[_turn_from(conversation_id, data) for data in snapshot.get("outbox", ())],
+            outbox=[turn_from_record(data) for data in snapshot.get("outbox", ())],
             ended=bool(snapshot.get("ended", False)),
         )
 
@@ -260,26 +261,3 @@ def turn_id_for(conversation_id: str, segment_ids: list[str]) -> str:
     for segment_id in segment_ids:
         digest.update(b"\0" + segment_id.encode())
     return digest.hexdigest()
-
-
-def _turn_data(turn: Turn) -> dict[str, Any]:
-    return {
-        "turn_id": turn.turn_id,
-        "text": turn.text,
-        "reason": turn.reason,
-        "segment_ids": turn.segment_ids,
-        "trace": turn.trace,
-        "event_time_ms": turn.event_time_ms,
-    }
-
-
-def _turn_from(conversation_id: str, data: dict[str, Any]) -> Turn:
-    return Turn(
-        conversation_id=conversation_id,
-        turn_id=data["turn_id"],
-        text=data["text"],
-        reason=data.get("reason", "sentence_end"),
-        segment_ids=list(data.get("segment_ids", ())),
-        trace=dict(data.get("trace", {})),
-        event_time_ms=int(data.get("event_time_ms", 0)),
-    )

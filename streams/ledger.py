@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schemas.events import Turn
-from streams.state import ConversationTable
+from streams.state import ConversationTable, turn_from_record, turn_record
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TurnLedger:
         entry = self._entry(turn.conversation_id)
         if offset is not None:
             entry["offset"] = max(offset, entry.get("offset", -1))
-        entry["open"] = {**_turn_data(turn), "opened_ms": opened_ms}
+        entry["open"] = {**turn_record(turn), "opened_ms": opened_ms}
         entry.pop("ended_ms", None)
         self._table.put(turn.conversation_id, entry, partition=partition)
 
@@ -115,28 +115,7 @@ class TurnLedger:
 
 def _open_turn(conversation_id: str, entry: dict[str, Any]) -> OpenTurn:
     return OpenTurn(
-        turn=_turn_from(conversation_id, entry["open"]),
+        turn=turn_from_record(entry["open"]),
         partition=entry["partition"],
         opened_ms=float(entry["open"].get("opened_ms", 0.0)),
-    )
-
-
-def _turn_data(turn: Turn) -> dict[str, Any]:
-    return {
-        "turn_id": turn.turn_id,
-        "text": turn.text,
-        "reason": turn.reason,
-        "segment_ids": turn.segment_ids,
-        "trace": turn.trace,
-    }
-
-
-def _turn_from(conversation_id: str, data: dict[str, Any]) -> Turn:
-    return Turn(
-        conversation_id=conversation_id,
-        turn_id=data["turn_id"],
-        text=data["text"],
-        reason=data.get("reason", "sentence_end"),
-        segment_ids=list(data.get("segment_ids", ())),
-        trace=dict(data.get("trace", {})),
     )

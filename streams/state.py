@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
+
+from schemas.events import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +54,14 @@ class ConversationTable:
         for key, value in list(self._table.data.items()):
             if isinstance(value, dict) and value.get("partition") in partitions:
                 yield str(key), value
+
+
+def turn_record(turn: Turn) -> dict[str, Any]:
+    """A turn as table data (JSON-able)."""
+    return dataclasses.asdict(turn)
+
+
+def turn_from_record(data: dict[str, Any]) -> Turn:
+    """The turn `turn_record` stored (keys it does not know are left out)."""
+    names = {f.name for f in dataclasses.fields(Turn)}
+    return Turn(**{name: value for name, value in data.items() if name in names})
