@@ -176,7 +176,7 @@ class SuggestionPipeline:
 
     async def _suggest(self, stream: Any) -> None:
         async for turn, partition, offset in self._positioned(stream, Turn):
-            self.streamer.submit(turn, partition=partition, offset=offset)
+            await self.streamer.submit(turn, partition=partition, offset=offset)
 
     async def _track_routes(self, stream: Any) -> None:
         async for route in self._decoded(stream, SessionRoute):

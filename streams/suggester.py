@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -98,10 +97,11 @@ class SuggestionStreamer:
         """Conversations with a suggestion in flight here."""
         return list(self._in_flight)
 
-    def submit(self, turn: Turn, *, partition: int = 0, offset: int | None = None) -> bool:
+    async def submit(self, turn: Turn, *, partition: int = 0, offset: int | None = None) -> bool:
         """Start streaming a suggestion for `turn`, superseding the conversation's current one.
 
-        Returns False (and does nothing) for a turn the ledger has seen before.
+        Returns False (and does nothing) for a turn the ledger has seen before. Never waits for
+        the LLM; a superseded suggestion's `cancelled` is sent before the new turn is taken.
         """
         if self._ledger is not None and not self._ledger.is_new(turn, offset=offset):
             logger.info(
@@ -112,13 +112,12 @@ class SuggestionStreamer:
         previous = self._in_flight.pop(turn.conversation_id, None)
         if previous is not None:
             previous.task.cancel()
-            self._spawn_publish(self._event(previous, kind="cancelled", reason="superseded"))
-            self._close(previous.turn)
+            await self._finish(previous, kind="cancelled", reason="superseded")
             turn = replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
         elif (orphan := self._orphan(turn.conversation_id)) is not None:
             # A lost worker's open turn, met before the take-over scan: it ends here, and its
             # unanswered text is answered with the new.
-            self._spawn_publish(self._event(orphan.turn, kind="cancelled", reason="worker_lost"))
+            await self._publish(self._event(orphan.turn, kind="cancelled", reason="worker_lost"))
             self._close(orphan.turn)
             turn = replace(turn, text=f"{orphan.turn.text} {turn.text}".strip())
         if self._ledger is not None:
@@ -152,7 +151,7 @@ class SuggestionStreamer:
             age_s,
         )
         retry = replace(turn, turn_id=f"{turn.turn_id}{RETRY_SUFFIX}", trace=dict(turn.trace))
-        self.submit(retry, partition=orphan.partition)
+        await self.submit(retry, partition=orphan.partition)
 
     async def resume(self, conversation_id: str) -> None:
         """Re-send the in-flight suggestion's text so far (its route changed)."""
@@ -269,13 +268,3 @@ class SuggestionStreamer:
             trace=dict(turn.trace) if carries_trace else {},
             event_time_ms=int(now_ms()),
         )
-
-    def _spawn_publish(self, event: SuggestionEvent) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(event))
-        task.add_done_callback(_log_failure)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            logger.warning("publishing a suggestion event failed: %s", exc)

@@ -65,7 +65,7 @@ def kinds(events: list[SuggestionEvent], turn_id: str) -> list[str]:
 
 async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Is there a discount?"))
+    await streamer.submit(turn("t1", "Is there a discount?"))
     for fragment in ["We ", "can ", "talk."]:
         llm.queue("t1").put_nowait(fragment)
     llm.queue("t1").put_nowait(None)
@@ -83,11 +83,11 @@ async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
 
 async def test_new_speech_cancels_the_in_flight_suggestion_and_combines_the_text() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "We use a competitor."))
+    await streamer.submit(turn("t1", "We use a competitor."))
     llm.queue("t1").put_nowait("I see")
     await wait_until(lambda: kinds(published, "t1") == ["delta"], what="first delta")
 
-    streamer.submit(turn("t2", "And they are cheaper."))
+    await streamer.submit(turn("t2", "And they are cheaper."))
     llm.queue("t2").put_nowait("Fair.")
     llm.queue("t2").put_nowait(None)
     await wait_until(lambda: kinds(published, "t2")[-1:] == ["complete"], what="t2 complete")
@@ -99,7 +99,7 @@ async def test_new_speech_cancels_the_in_flight_suggestion_and_combines_the_text
 async def test_turns_beyond_capacity_and_waiting_line_are_throttled_at_once() -> None:
     streamer, llm, published = make(max_active=1, max_waiting=1)
     for n in range(3):
-        streamer.submit(turn(f"t{n}", "Question?", cid=f"c{n}"))
+        await streamer.submit(turn(f"t{n}", "Question?", cid=f"c{n}"))
     await wait_until(lambda: kinds(published, "t2") == ["throttled"], what="third throttled")
     assert kinds(published, "t0") == [] and kinds(published, "t1") == []
 
@@ -113,8 +113,8 @@ async def test_turns_beyond_capacity_and_waiting_line_are_throttled_at_once() ->
 
 async def test_a_slow_stream_does_not_delay_another_conversation() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("slow", "Hello?", cid="a"))
-    streamer.submit(turn("fast", "Hi?", cid="b"))
+    await streamer.submit(turn("slow", "Hello?", cid="a"))
+    await streamer.submit(turn("fast", "Hi?", cid="b"))
     llm.queue("fast").put_nowait("Hello!")
     llm.queue("fast").put_nowait(None)
     await wait_until(lambda: kinds(published, "fast")[-1:] == ["complete"], what="fast done")
@@ -124,7 +124,7 @@ async def test_a_slow_stream_does_not_delay_another_conversation() -> None:
 
 async def test_resume_resends_the_text_so_far() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Pricing?"))
+    await streamer.submit(turn("t1", "Pricing?"))
     llm.queue("t1").put_nowait("It ")
     llm.queue("t1").put_nowait("depends")
     await wait_until(lambda: len(kinds(published, "t1")) == 2, what="two deltas")
@@ -142,7 +142,7 @@ async def test_resume_resends_the_text_so_far() -> None:
 
 async def test_forget_stops_silently() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Bye."))
+    await streamer.submit(turn("t1", "Bye."))
     llm.queue("t1").put_nowait("Bye")
     await wait_until(lambda: len(published) == 1, what="a delta")
     streamer.forget("c1")
@@ -153,7 +153,7 @@ async def test_forget_stops_silently() -> None:
 
 async def test_an_llm_error_fails_the_suggestion_with_its_kind() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Hello?"))
+    await streamer.submit(turn("t1", "Hello?"))
     llm.queue("t1").put_nowait("Hi")
     llm.queue("t1").put_nowait("<timeout>")
     await wait_until(lambda: kinds(published, "t1")[-1:] == ["failed"], what="failed")
@@ -165,19 +165,19 @@ async def test_an_llm_error_fails_the_suggestion_with_its_kind() -> None:
 async def test_a_turn_delivered_again_is_not_answered_twice() -> None:
     table, _ = conversation_table()
     streamer, llm, published = make(ledger=TurnLedger(table))
-    assert streamer.submit(turn("t1", "Pricing?"), partition=0, offset=7)
+    assert await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=7)
     llm.queue("t1").put_nowait("It depends.")
     llm.queue("t1").put_nowait(None)
     await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
 
-    assert not streamer.submit(turn("t1", "Pricing?"), partition=0, offset=8)  # re-sent
-    assert not streamer.submit(turn("t0", "Hi?"), partition=0, offset=7)  # redelivered
+    assert not await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=8)  # re-sent
+    assert not await streamer.submit(turn("t0", "Hi?"), partition=0, offset=7)  # redelivered
     assert llm.asked == ["Pricing?"]
 
 
 async def test_the_end_of_a_conversation_cancels_its_suggestion_with_that_reason() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Bye?"))
+    await streamer.submit(turn("t1", "Bye?"))
     llm.queue("t1").put_nowait("Bye")
     await wait_until(lambda: len(published) == 1, what="a delta")
     await streamer.end("c1")
@@ -218,7 +218,7 @@ async def test_a_new_turn_ends_a_lost_workers_open_turn_and_answers_both_texts()
     ledger = TurnLedger(table)
     ledger.open(turn("t1", "Pricing?"), partition=0, opened_ms=now_ms())
     streamer, llm, published = make(ledger=ledger)
-    streamer.submit(turn("t2", "For ten seats?"), partition=0)
+    await streamer.submit(turn("t2", "For ten seats?"), partition=0)
     await wait_until(lambda: kinds(published, "t1") == ["cancelled"], what="t1 cancelled")
     assert published[0].reason == "worker_lost"
     await wait_until(lambda: llm.asked == ["Pricing? For ten seats?"], what="combined text")
