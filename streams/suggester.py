@@ -86,6 +86,8 @@ class SuggestionStreamer:
         self._health = health
         self._answer_window_s = answer_window_s
         self._in_flight: dict[str, _InFlight] = {}
+        # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
+        self._taking: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -109,17 +111,11 @@ class SuggestionStreamer:
             )
             return False
         turn.stamp("suggest_in")
-        previous = self._in_flight.pop(turn.conversation_id, None)
-        if previous is not None:
-            previous.task.cancel()
-            await self._finish(previous, kind="cancelled", reason="superseded")
-            turn = replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
-        elif (orphan := self._orphan(turn.conversation_id)) is not None:
-            # A lost worker's open turn, met before the take-over scan: it ends here, and its
-            # unanswered text is answered with the new.
-            await self._publish(self._event(orphan.turn, kind="cancelled", reason="worker_lost"))
-            self._close(orphan.turn)
-            turn = replace(turn, text=f"{orphan.turn.text} {turn.text}".strip())
+        self._taking.add(turn.conversation_id)
+        try:
+            turn = await self._end_current(turn)
+        finally:
+            self._taking.discard(turn.conversation_id)
         if self._ledger is not None:
             self._ledger.open(turn, partition=partition, opened_ms=now_ms(), offset=offset)
         task = asyncio.get_running_loop().create_task(
@@ -128,10 +124,26 @@ class SuggestionStreamer:
         self._in_flight[turn.conversation_id] = _InFlight(turn=turn, task=task)
         return True
 
+    async def _end_current(self, turn: Turn) -> Turn:
+        """End the conversation's current turn, if any; returns `turn` with its text added."""
+        previous = self._in_flight.pop(turn.conversation_id, None)
+        if previous is not None:
+            previous.task.cancel()
+            await self._finish(previous, kind="cancelled", reason="superseded")
+            return replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
+        if (orphan := self._orphan(turn.conversation_id)) is not None:
+            # A lost worker's open turn, met before the take-over scan: it ends here, and its
+            # unanswered text is answered with the new.
+            await self._publish(self._event(orphan.turn, kind="cancelled", reason="worker_lost"))
+            self._close(orphan.turn)
+            return replace(turn, text=f"{orphan.turn.text} {turn.text}".strip())
+        return turn
+
     async def recover(self, orphan: OpenTurn) -> None:
         """End a turn a lost worker left open: cancel it, and answer it again if it is recent."""
         turn = orphan.turn
-        if turn.conversation_id in self._in_flight:
+        cid = turn.conversation_id
+        if cid in self._in_flight or cid in self._taking:
             return  # this worker is answering the conversation already
         await self._publish(self._event(turn, kind="cancelled", reason="worker_lost"))
         self._close(turn)
