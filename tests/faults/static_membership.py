@@ -1,4 +1,4 @@
-"""Does the broker honour static membership? A member stops without leaving; its id rejoins."""
+"""Does the broker honour static membership? A member stops without leaving; its id rejoins.
 
     python -m tests.faults.static_membership [BOOTSTRAP]      # no argument: the embedded broker
 
