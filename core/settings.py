@@ -141,6 +141,34 @@ class Settings(BaseSettings):
         default=8081, ge=0, le=65535, description="a worker's /metrics and /healthz; 0 picks one"
     )
 
+    # --- stream workers: failover (docs/reliability.md, "Workers") --------------------------
+    worker_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="static group membership (group.instance.id), unique per worker; unset: "
+        "dynamic membership",
+    )
+    worker_session_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="a worker silent this long loses its partitions (raised to the broker's "
+        "group.min.session.timeout.ms)",
+    )
+    worker_commit_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often consumed offsets are committed: what a crash makes a worker re-read",
+    )
+    turn_recovery_window_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a turn a lost worker left unanswered is answered again if younger than "
+        "this, else only cancelled",
+    )
+    worker_stall_timeout_s: float = Field(
+        default=300.0, gt=0, description="a partition not fetched or processed this long is logged"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, data: Any) -> Any:

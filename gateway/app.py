@@ -250,13 +250,17 @@ class Gateway:
 
     async def handle_healthz(self, request: web.Request) -> web.Response:
         if self.ready:
-            return web.json_response(
-                {
-                    "status": "ok",
-                    "gateway_id": self.settings.gateway_id,
-                    "sessions": len(self._sessions),
-                }
-            )
+            # 200 means this gateway can serve; a degraded LLM is reported, not a failure here.
+            llm, llm_reason = self.router.llm
+            body: dict[str, object] = {
+                "status": "ok",
+                "gateway_id": self.settings.gateway_id,
+                "sessions": len(self._sessions),
+                "llm": llm,
+            }
+            if llm_reason:
+                body["llm_reason"] = llm_reason
+            return web.json_response(body)
         status = "stopping" if self._stopping else "starting"
         return web.json_response({"status": status}, status=503)
 

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 
-from schemas.events import AudioEncoding, Speaker
+from schemas.events import AudioEncoding, LlmState, Speaker
 
 logger = logging.getLogger(__name__)
 
@@ -273,12 +273,37 @@ class SuggestionComplete:
 
 @dataclass(frozen=True, kw_only=True)
 class SuggestionCancelled:
-    """A suggestion was superseded by newer customer speech."""
+    """A suggestion ended without an answer: `superseded`, `worker_lost`, `conversation_ended`."""
 
     turn_id: str
+    reason: str = "superseded"
 
     def to_json(self) -> str:
-        return _dumps({"type": "suggestion_cancelled", "turn_id": self.turn_id})
+        return _dumps(
+            {"type": "suggestion_cancelled", "turn_id": self.turn_id, "reason": self.reason}
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuggestionFailed:
+    """The LLM failed this suggestion (an error or a time-out); `reason` says how."""
+
+    turn_id: str
+    reason: str
+
+    def to_json(self) -> str:
+        return _dumps({"type": "suggestion_failed", "turn_id": self.turn_id, "reason": self.reason})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status:
+    """Whether suggestions can be served: `llm` is "degraded" while the LLM keeps failing."""
+
+    llm: LlmState
+    reason: str = ""
+
+    def to_json(self) -> str:
+        return _dumps({"type": "status", "llm": self.llm, "reason": self.reason})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +334,8 @@ ServerMessage = (
     | SuggestionDelta
     | SuggestionComplete
     | SuggestionCancelled
+    | SuggestionFailed
+    | Status
     | Throttled
     | ErrorMessage
 )
@@ -325,6 +352,8 @@ _SERVER_TYPES: Final[dict[type[Any], str]] = {
     SuggestionDelta: "suggestion_delta",
     SuggestionComplete: "suggestion_complete",
     SuggestionCancelled: "suggestion_cancelled",
+    SuggestionFailed: "suggestion_failed",
+    Status: "status",
     Throttled: "throttled",
     ErrorMessage: "error",
 }

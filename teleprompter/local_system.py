@@ -297,7 +297,17 @@ class LocalSystem:
             chosen = "worker_http_port" in self.settings.model_fields_set and s.worker_http_port
             port = s.worker_http_port + n if chosen else _free_port(s.worker_http_host)
             self._worker_ports[name] = port
-        await self._spawn(name, "worker", settings=s.model_copy(update={"worker_http_port": port}))
+        # Each worker a static group member of its own: restarted, it takes its partitions back.
+        instance = s.worker_instance_id or f"{s.topic_prefix}-{name}"
+        if s.worker_instance_id and s.workers > 1:
+            instance = f"{s.worker_instance_id}-{name}"
+        await self._spawn(
+            name,
+            "worker",
+            settings=s.model_copy(
+                update={"worker_http_port": port, "worker_instance_id": instance}
+            ),
+        )
 
     async def _spawn(self, name: str, command: str, *, settings: Settings | None = None) -> _Child:
         settings = settings or self.resolved

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -17,6 +17,7 @@ from gateway.app import create_app
 from schemas.events import (
     AudioChunk,
     CustomerProfile,
+    LlmStatus,
     SessionRoute,
     SuggestionEvent,
     TranscriptSegment,
@@ -356,6 +357,14 @@ async def test_replies_reach_only_their_conversation_in_order(
         SuggestionEvent(conversation_id="conv-reply-b", turn_id="turn-b", kind="cancelled")
     )
     events.append(
+        SuggestionEvent(
+            conversation_id="conv-reply-b",
+            turn_id="turn-d",
+            kind="failed",
+            reason="llm_timeout",
+        )
+    )
+    events.append(
         TranscriptSegment(
             conversation_id="conv-reply-b",
             session_id="asr",
@@ -383,11 +392,12 @@ async def test_replies_reach_only_their_conversation_in_order(
     assert got_a[-1]["timings"]["llm_ttft"] == 120.0
     assert got_a[-1]["timings"]["gateway_out"] >= 0
 
-    got_b = [await receive_json(ws_b) for _ in range(len(words_b) + 3)]
-    assert all(m.get("turn_id") in ("turn-b", "turn-c", None) for m in got_b)
+    got_b = [await receive_json(ws_b) for _ in range(len(words_b) + 4)]
+    assert all(m.get("turn_id") in ("turn-b", "turn-c", "turn-d", None) for m in got_b)
     assert "".join(m["text"] for m in got_b[: len(words_b)]) == "Let me check."
     assert got_b[len(words_b) :] == [
-        {"type": "suggestion_cancelled", "turn_id": "turn-b"},
+        {"type": "suggestion_cancelled", "turn_id": "turn-b", "reason": "superseded"},
+        {"type": "suggestion_failed", "turn_id": "turn-d", "reason": "llm_timeout"},
         {"type": "transcript", "speaker": "customer", "text": "Is it in stock?", "final": False},
         {"type": "throttled", "reason": "capacity", "turn_id": "turn-c"},
     ]
@@ -550,6 +560,30 @@ async def test_healthz_is_200_when_ready(shared_gateway: RunningGateway) -> None
         body = await response.json()
     assert body["status"] == "ok"
     assert body["gateway_id"] == shared_gateway.settings.gateway_id
+    assert body["llm"] == "ok"
+
+
+async def test_a_degraded_llm_reaches_the_client_and_healthz_until_it_recovers(
+    shared_gateway: RunningGateway, bootstrap_servers: str
+) -> None:
+    gw = shared_gateway
+    ws, _ = await gw.connect("conv-llm-status")
+
+    def status(llm: Literal["ok", "degraded"], reason: str = "") -> LlmStatus:
+        return LlmStatus(conversation_id="conv-llm-status", worker_id="w1", llm=llm, reason=reason)
+
+    await produce_events(bootstrap_servers, gw.reply_topic, [status("degraded", "answered 503")])
+    assert await receive_json(ws) == {"type": "status", "llm": "degraded", "reason": "answered 503"}
+    async with gw.http.get(f"{gw.url}/healthz") as response:
+        assert response.status == 200  # the gateway can still serve: transcripts, acks
+        body = await response.json()
+    assert (body["llm"], body["llm_reason"]) == ("degraded", "answered 503")
+
+    await produce_events(bootstrap_servers, gw.reply_topic, [status("ok")])
+    assert await receive_json(ws) == {"type": "status", "llm": "ok", "reason": ""}
+    async with gw.http.get(f"{gw.url}/healthz") as response:
+        assert (await response.json())["llm"] == "ok"
+    await ws.close()
 
 
 async def test_without_kafka_the_gateway_is_not_ready_and_refuses_sockets(

@@ -14,9 +14,11 @@ from gateway.protocol import (
     ErrorMessage,
     ProtocolError,
     Ready,
+    Status,
     SuggestionCancelled,
     SuggestionComplete,
     SuggestionDelta,
+    SuggestionFailed,
     Throttled,
     Transcript,
     TranscriptChunk,
@@ -125,9 +127,20 @@ def test_server_messages_render_the_contract_fields() -> None:
         "text": "Thank you.",
         "timings": {"llm": 12.346},
     }
-    assert json.loads(SuggestionCancelled(turn_id="t").to_json()) == {
+    assert json.loads(SuggestionCancelled(turn_id="t", reason="worker_lost").to_json()) == {
         "type": "suggestion_cancelled",
         "turn_id": "t",
+        "reason": "worker_lost",
+    }
+    assert json.loads(SuggestionFailed(turn_id="t", reason="llm_timeout").to_json()) == {
+        "type": "suggestion_failed",
+        "turn_id": "t",
+        "reason": "llm_timeout",
+    }
+    assert json.loads(Status(llm="degraded", reason="answered 503").to_json()) == {
+        "type": "status",
+        "llm": "degraded",
+        "reason": "answered 503",
     }
     assert json.loads(Throttled(reason="capacity", turn_id="t").to_json()) == {
         "type": "throttled",
