@@ -229,7 +229,8 @@ async def test_surrogates_get_bad_text_with_no_traceback_and_the_session_goes_on
     ws, _ready = await shared_gateway.connect(conversation_id, client_id="c")
     with caplog.at_level(logging.DEBUG):
         for seq in range(20):
-            await ws.send_str('{"type": "transcript_chunk", "text": "caf\\ud800", "seq": %d}' % seq)
+            frame = '{"type": "transcript_chunk", "text": "caf\\ud800", "seq": SEQ}'
+            await ws.send_str(frame.replace("SEQ", str(seq)))
         answers = await receive_answers(ws, set(range(20)))
     assert {answer["code"] for answer in answers.values()} == {"bad_text"}
     assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
@@ -251,7 +252,7 @@ async def test_an_error_quotes_at_most_a_couple_of_hundred_bytes_of_a_huge_frame
     await ws.close()
 
 
-# --- audio acks by byte offset --------------------------------------------------------------------
+# --- audio acks by byte offset ---------------------------------------------------------------
 
 
 async def receive_audio_acks(ws: aiohttp.ClientWebSocketResponse, until: int) -> list[int]:
@@ -317,7 +318,7 @@ async def test_a_socket_without_a_client_id_gets_no_audio_acks(
     await ws.close()
 
 
-# --- Kafka down: retried within the bound, then an error naming the seq -------------------------
+# --- Kafka down: retried within the bound, then an error naming the seq ------------------------
 
 
 async def test_a_message_kafka_never_stores_gets_unavailable_naming_its_seq(
@@ -343,7 +344,7 @@ async def test_a_message_kafka_never_stores_gets_unavailable_naming_its_seq(
         await asyncio.to_thread(broker.stop)
 
 
-# --- token expiry and renewal ----------------------------------------------------------------------
+# --- token expiry and renewal ---------------------------------------------------------------
 
 
 async def test_a_session_ends_4001_token_expired_when_its_token_expires(
