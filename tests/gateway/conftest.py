@@ -307,3 +307,12 @@ async def produce_raw(bootstrap_servers: str, topic: str, key: bytes, value: byt
 
 def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# The page's browser and stand-in gateway, for test_connection.py as well as test_page.py.
+from tests.gateway.test_page import (  # noqa: E402, F401  # fixtures by import
+    browser,
+    chromium,
+    speech_wav,
+    stand_in,
+)
