@@ -243,6 +243,10 @@ class ResendingSocket:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             logger.debug("%s: cannot connect: %s", self.client_id, exc)
             return False
+        except RuntimeError as exc:  # the HTTP session was closed under us: nothing to retry
+            logger.debug("%s: cannot connect: %s", self.client_id, exc)
+            self._stopped = True
+            return False
         try:
             first = await ws.receive(timeout=self._connect_timeout_s)
         except TimeoutError:
