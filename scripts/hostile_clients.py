@@ -194,6 +194,7 @@ async def start_gateway(
         "--data-dir",
         str(work / "broker"),
         env={**env, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=(work / "broker.log").open("wb"),
     )
@@ -227,6 +228,7 @@ async def start_gateway(
             "TELEPROMPTER_DATA_DIR": str(work / "gateway"),
             "TELEPROMPTER_TOPIC_PREFIX": settings.topic_prefix,
         },
+        cwd=tree,  # `python -m` looks in the working directory first
         stdout=asyncio.subprocess.PIPE,
         stderr=(work / "gateway.log").open("wb"),
     )
