@@ -55,7 +55,8 @@ logger = logging.getLogger(__name__)
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_UNAUTHORIZED: Final = 4001
 CLOSE_REPLACED: Final = 4002
-# A client whose unsequenced Kafka writes keep failing hears about it at most this often.
+# A client whose unsequenced Kafka writes keep failing, or whose unsequenced frames are over
+# the rate limit, hears about it at most this often.
 DELIVERY_ERROR_INTERVAL_S: Final = 1.0
 # What a queued message costs beyond its JSON: the Python objects holding it (measured ~400).
 QUEUED_MESSAGE_OVERHEAD_BYTES: Final = 512
@@ -220,6 +221,7 @@ class Session:
         self._unacked_bytes = 0
         self._segments = 0
         self._last_delivery_error = float("-inf")
+        self._last_rate_limited = float("-inf")
         self._audio_min_chunk_ms = audio_min_chunk_ms
         self._audio_max_chunk_ms = audio_max_chunk_ms
         self._audio_config = AudioConfig()
@@ -314,13 +316,23 @@ class Session:
     ) -> None:
         self._metrics.protocol_errors.labels(code=error.code).inc()
         logger.debug("session %s: %s", self.session_id, error)  # counted; clients can flood
+        named = (seq if seq is not None else error.seq) is not None or (
+            audio is not None and self._acks_audio
+        )
+        if error.code == "rate_limited" and not named:
+            # A flood of frames that name nothing hears it once a second, not once a frame.
+            now = time.monotonic()
+            if now - self._last_rate_limited < DELIVERY_ERROR_INTERVAL_S:
+                return
+            self._last_rate_limited = now
         self.deliver(
             ErrorMessage(
                 code=error.code,
                 message=error.message,
                 seq=error.seq if seq is None else seq,
-                audio_offset=None if audio is None else audio.start,
-                audio_bytes=None if audio is None else audio.size,
+                # Offsets only mean something to a client that counts them (acked audio).
+                audio_offset=audio.start if audio is not None and self._acks_audio else None,
+                audio_bytes=audio.size if audio is not None and self._acks_audio else None,
             )
         )
 

@@ -1,7 +1,8 @@
 """Gateway memory under hostile WebSocket clients: its RSS while 100 of them attack it.
 
     python scripts/hostile_clients.py [--clients 100] [--duration 30] [--frame-bytes 1000000]
-                                      [--tree PATH] [--json FILE]
+                                      [--kinds echo,valid,binary,flood] [--tree PATH]
+                                      [--stop-above-mb 3000] [--json FILE]
 
 Starts an embedded broker and one `teleprompter gateway` process (the code in --tree, this
 checkout by default: point it at another checkout to measure "before"), then runs the
@@ -253,7 +254,7 @@ async def attack(
         token = signer.issue(cid, ttl_s=3600)
         clients.append(
             Client(
-                kind=KINDS[index % len(KINDS)],
+                kind=args.kinds[index % len(args.kinds)],
                 url=f"{url.replace('http', 'ws', 1)}/ws?conversation_id={cid}&token={token}",
                 frame_bytes=args.frame_bytes,
                 stats=stats,
@@ -285,6 +286,7 @@ async def attack(
         "clients": args.clients,
         "duration_s": args.duration,
         "frame_bytes": args.frame_bytes,
+        "kinds": args.kinds,
         "rss_before_mb": round(before_kib / 1024, 1),
         "rss_median_mb": round(statistics.median(samples) / 1024, 1),
         "rss_peak_mb": round(rss_kib(gateway.pid, "VmHWM") / 1024, 1),
@@ -321,6 +323,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of attack")
     parser.add_argument("--frame-bytes", type=int, default=1_000_000)
+    parser.add_argument(
+        "--kinds",
+        type=lambda value: value.split(","),
+        default=list(KINDS),
+        help=f"comma-separated, from {','.join(KINDS)} (all by default, in equal shares)",
+    )
     parser.add_argument(
         "--stop-above-mb",
         type=float,

@@ -601,6 +601,22 @@ async def test_over_the_message_rate_a_conversation_gets_rate_limited_naming_eac
     await second.close()
 
 
+async def test_a_flood_of_frames_without_seq_hears_rate_limited_once_a_second_not_per_frame(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    gw = await gateway_factory(ws_rate_messages_per_s=0.001, ws_rate_burst_messages=1)
+    ws, _ = await gw.connect(conversation_id)
+    for n in range(200):
+        await ws.send_json({"type": "transcript_chunk", "text": f"Spam {n}."})
+    await ws.send_json({"type": "transcript_chunk", "text": "Named.", "seq": 7})
+    errors = []
+    while not errors or errors[-1].get("seq") != 7:
+        errors.append(await receive_json(ws))
+    assert {e["code"] for e in errors} == {"rate_limited"}
+    assert len(errors) < 10  # one a second (and the named one), not 199
+    await ws.close()
+
+
 async def test_over_the_byte_rate_text_and_audio_are_refused(
     gateway_factory: GatewayFactory, conversation_id: str
 ) -> None:
