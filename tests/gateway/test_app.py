@@ -201,6 +201,16 @@ async def test_a_frame_above_the_limit_is_closed_1009(
     assert close.data == 1009
 
 
+async def test_a_text_frame_that_is_not_utf8_is_closed_1007(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    ws, _ready = await shared_gateway.connect(conversation_id)
+    # aiohttp's public send_str cannot send invalid UTF-8; its frame writer can.
+    await ws._writer.send_frame(b'{"type": "end", "x": "\xff\xfe"}', aiohttp.WSMsgType.TEXT)
+    close = await receive_close(ws)
+    assert (close.type, close.data) == (aiohttp.WSMsgType.CLOSE, 1007)
+
+
 @pytest.mark.parametrize("size", [1_000_000, 1_048_575])
 async def test_by_default_a_frame_kafka_could_not_store_is_closed_1009_not_unavailable(
     gateway_factory: GatewayFactory, conversation_id: str, size: int
