@@ -25,7 +25,6 @@ from gateway.protocol import (
     Ack,
     AudioConfig,
     ClientMessage,
-    ContextMessage,
     EndMessage,
     ErrorMessage,
     ProtocolError,
@@ -376,38 +375,29 @@ class Session:
             self._dispatch(message, size, received_at)
 
     def _dispatch(self, message: ClientMessage, size: int, received_at: float) -> None:
+        if isinstance(message, AudioConfig):
+            self._configure_audio(message)
+            return
+        if isinstance(message, EndMessage):
+            self._end(received_at, size=size, seq=message.seq)
+            return
+        if isinstance(message, TokenRenewal):
+            self._renew(message)
+            return
+        event: Event
         if isinstance(message, TranscriptChunk):
-            segment = self._segment(
+            topic = self._catalog.transcripts.name
+            event = self._segment(
                 text=message.text, speaker=message.speaker, final=message.final, seq=message.seq
             )
-            self._produce(
-                self._catalog.transcripts.name,
-                segment,
-                received_at,
-                what=message.type,
-                size=size,
-                seq=message.seq,
-            )
-        elif isinstance(message, AudioConfig):
-            self._configure_audio(message)
-        elif isinstance(message, ContextMessage):
-            profile = CustomerProfile(
+        else:  # a ContextMessage, the last kind left
+            topic = self._catalog.profiles.name
+            event = CustomerProfile(
                 conversation_id=self.conversation_id,
                 profile_json=json.dumps(message.profile, ensure_ascii=False),
             )
-            profile.stamp("gateway_in")
-            self._produce(
-                self._catalog.profiles.name,
-                profile,
-                received_at,
-                what=message.type,
-                size=size,
-                seq=message.seq,
-            )
-        elif isinstance(message, EndMessage):
-            self._end(received_at, size=size, seq=message.seq)
-        elif isinstance(message, TokenRenewal):
-            self._renew(message)
+            event.stamp("gateway_in")
+        self._produce(topic, event, received_at, what=message.type, size=size, seq=message.seq)
 
     def handle_binary(self, data: bytes) -> None:
         """One binary frame: audio in the session's configured encoding."""

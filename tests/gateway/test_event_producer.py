@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from gateway.event_producer import EventProducer, ProduceError
@@ -9,33 +11,31 @@ from schemas.codec import default_codec
 from schemas.events import TranscriptSegment
 
 
-async def test_an_event_bigger_than_kafka_takes_is_refused_as_too_large(
-    bootstrap_servers: str, unique_name: str
-) -> None:
-    producer = EventProducer(bootstrap_servers=bootstrap_servers, codec=default_codec())
-    await producer.start()
+@pytest.fixture
+async def producer(bootstrap_servers: str) -> AsyncIterator[EventProducer]:
+    running = EventProducer(bootstrap_servers=bootstrap_servers, codec=default_codec())
+    await running.start()
     try:
-        event = TranscriptSegment(
-            conversation_id="c", session_id="s", segment_id="s:0", text="x" * 1_100_000
-        )
-        with pytest.raises(ProduceError) as caught:
-            producer.produce(unique_name, event)
-        assert (caught.value.failure, caught.value.retriable) == ("too_large", False)
+        yield running
     finally:
-        await producer.close(timeout_s=5.0)
+        await running.close(timeout_s=5.0)
+
+
+def segment(text: str) -> TranscriptSegment:
+    return TranscriptSegment(conversation_id="c", session_id="s", segment_id="s:0", text=text)
+
+
+async def test_an_event_bigger_than_kafka_takes_is_refused_as_too_large(
+    producer: EventProducer, unique_name: str
+) -> None:
+    with pytest.raises(ProduceError) as caught:
+        producer.produce(unique_name, segment("x" * 1_100_000))
+    assert (caught.value.failure, caught.value.retriable) == ("too_large", False)
 
 
 async def test_an_event_the_codec_refuses_is_an_encode_failure(
-    bootstrap_servers: str, unique_name: str
+    producer: EventProducer, unique_name: str
 ) -> None:
-    producer = EventProducer(bootstrap_servers=bootstrap_servers, codec=default_codec())
-    await producer.start()
-    try:
-        event = TranscriptSegment(
-            conversation_id="c", session_id="s", segment_id="s:0", text="caf\ud800"
-        )
-        with pytest.raises(ProduceError) as caught:
-            producer.produce(unique_name, event)
-        assert caught.value.failure == "encode"
-    finally:
-        await producer.close(timeout_s=5.0)
+    with pytest.raises(ProduceError) as caught:
+        producer.produce(unique_name, segment("caf\ud800"))
+    assert caught.value.failure == "encode"
