@@ -96,8 +96,9 @@ async def test_hostile_clients_cannot_pin_the_gateways_memory(
 
         async def flood(cid: str) -> aiohttp.ClientWebSocketResponse:
             ws = await never_reading(http, gateway.connect_url(cid))
-            for _ in range(20_000):
-                await ws.send_str("{}")  # an error reply each, never read
+            for seq in range(20_000):
+                # Each names its seq, so each gets an error of its own: never read.
+                await ws.send_str(f'{{"seq": {seq}}}')
             return ws
 
         await asyncio.gather(
