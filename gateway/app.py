@@ -243,9 +243,11 @@ class Gateway:
             producer=self.producer,
             metrics=self.metrics,
             rate_limit=conversation.rate_limit,
-            expires_at=float(claims.expires_at),
-            renew_token=lambda token: float(
+            # A session lasts as long as its token would still be accepted.
+            expires_at=claims.expires_at + self._signer.leeway_s,
+            renew_token=lambda token: (
                 self._signer.verify(token, conversation_id=claims.conversation_id).expires_at
+                + self._signer.leeway_s
             ),
             send_queue_bytes=settings.ws_send_queue_bytes,
             max_unacked_bytes=settings.ws_unacked_bytes,

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core.tokens import TokenSigner
 from gateway.protocol import (
     ErrorMessage,
     ServerMessage,
@@ -23,6 +24,7 @@ from gateway.protocol import (
 from gateway.session import QUEUED_MESSAGE_OVERHEAD_BYTES, Outgoing, SendQueue
 from schemas.events import AudioChunk, TranscriptSegment
 from tests.gateway.conftest import (
+    SECRET,
     GatewayFactory,
     RunningGateway,
     read_events,
@@ -347,10 +349,16 @@ async def test_a_message_kafka_never_stores_gets_unavailable_naming_its_seq(
 # --- token expiry and renewal ---------------------------------------------------------------
 
 
+@pytest.fixture
+async def strict_gateway(gateway_factory: GatewayFactory) -> RunningGateway:
+    """A gateway that tolerates no clock skew: a token ends exactly at its expiry."""
+    return await gateway_factory(app_options={"signer": TokenSigner(SECRET.encode(), leeway_s=0.0)})
+
+
 async def test_a_session_ends_4001_token_expired_when_its_token_expires(
-    shared_gateway: RunningGateway, conversation_id: str
+    strict_gateway: RunningGateway, conversation_id: str
 ) -> None:
-    gw = shared_gateway
+    gw = strict_gateway
     token = gw.signer.issue(conversation_id, ttl_s=1)
     ws, _ready = await gw.connect(conversation_id, token=token)
     close = await receive_close(ws)
@@ -359,9 +367,9 @@ async def test_a_session_ends_4001_token_expired_when_its_token_expires(
 
 
 async def test_a_renewed_token_keeps_the_session_past_the_old_expiry(
-    shared_gateway: RunningGateway, conversation_id: str
+    strict_gateway: RunningGateway, conversation_id: str
 ) -> None:
-    gw = shared_gateway
+    gw = strict_gateway
     short = gw.signer.issue(conversation_id, ttl_s=1)
     expires_at = time.time() + 1
     ws, _ready = await gw.connect(conversation_id, token=short)
