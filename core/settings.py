@@ -106,8 +106,12 @@ class Settings(BaseSettings):
         description="open sockets of one conversation on one gateway; a newer one replaces "
         "the oldest (close 4002)",
     )
-    ws_rate_messages_per_s: float = Field(default=100.0, gt=0, description="per conversation")
-    ws_rate_burst_messages: int = Field(default=1000, ge=1, description="per conversation")
+    ws_rate_messages_per_s: float = Field(
+        default=200.0,
+        gt=0,
+        description="per conversation: room for two 20 ms telephony tracks and the rep's page",
+    )
+    ws_rate_burst_messages: int = Field(default=2000, ge=1, description="per conversation")
     ws_rate_bytes_per_s: float = Field(
         default=256 * 1024, gt=0, description="per conversation (4x live 16 kHz PCM)"
     )
