@@ -90,10 +90,57 @@ class Settings(BaseSettings):
         description="HMAC key for client tokens; unset means a generated one under data_dir.",
     )
     token_ttl_s: float = Field(default=8 * 3600.0, gt=0)
-    max_msg_size: int = Field(default=1024 * 1024, ge=1024, description="bytes per WebSocket frame")
+    max_msg_size: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=900 * 1024,
+        description="bytes per WebSocket frame (over it: close 1009); every frame must fit one "
+        "Kafka message (librdkafka's 1,000,000-byte default) with room for the event around it",
+    )
     heartbeat_s: float = Field(default=30.0, gt=0)
     client_timeout_s: float = Field(default=45.0, gt=0)
-    send_queue_size: int = Field(default=256, ge=1, description="messages buffered per client")
+
+    # --- gateway limits ---------------------------------------------------------------------
+    # Per socket, per conversation (on one gateway) and per connection; docs/protocol.md.
+    ws_send_queue_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="bytes of server messages queued for one socket before it is closed 1013",
+    )
+    ws_unacked_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes of one socket's messages waiting for Kafka; beyond: `unavailable`",
+    )
+    ws_delivery_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long the gateway retries storing a client message in Kafka",
+    )
+    ws_sockets_per_conversation: int = Field(
+        default=4,
+        ge=1,
+        description="open sockets of one conversation on one gateway; a newer one replaces "
+        "the oldest (close 4002)",
+    )
+    ws_rate_messages_per_s: float = Field(
+        default=200.0,
+        gt=0,
+        description="per conversation: room for two 20 ms telephony tracks and the rep's page",
+    )
+    ws_rate_burst_messages: int = Field(default=2000, ge=1, description="per conversation")
+    ws_rate_bytes_per_s: float = Field(
+        default=256 * 1024, gt=0, description="per conversation (4x live 16 kHz PCM)"
+    )
+    ws_rate_burst_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="per conversation: a reconnect's resend"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection must send a whole request head this soon after opening "
+        "(or after its previous response)",
+    )
 
     # --- turns and context ------------------------------------------------------------------
     turn_pause_ms: float = Field(default=600.0, ge=0)
@@ -177,6 +224,17 @@ class Settings(BaseSettings):
             return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
         return data
 
+    @model_validator(mode="after")
+    def _a_whole_frame_fits_every_budget(self) -> Settings:
+        # A frame the budgets could never pay for would be refused forever, not just now.
+        for name in ("ws_rate_burst_bytes", "ws_unacked_bytes"):
+            if getattr(self, name) < self.max_msg_size:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be at least max_msg_size "
+                    f"({self.max_msg_size}): a frame of the maximum size must be able to pass"
+                )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: Any) -> Any:
@@ -224,7 +282,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = _field_name(str(error["loc"][0])) if error["loc"] else "settings"
+            if not error["loc"]:  # a rule across settings; its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = _field_name(str(error["loc"][0]))
             # A secret's rejected value is never shown, not even in an error.
             got = "" if field in _secret_fields() else f" (got {error.get('input')!r})"
             problems.append(f"{field} ({_env_name(field)}): {error['msg']}{got}")

@@ -103,6 +103,11 @@ class TokenSigner:
         self._secret = secret
         self._leeway_s = leeway_s
 
+    @property
+    def leeway_s(self) -> float:
+        """Clock skew tolerated: a token is accepted until this long after its expiry."""
+        return self._leeway_s
+
     def issue(
         self,
         conversation_id: str,

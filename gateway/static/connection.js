@@ -1,9 +1,12 @@
 /**
- * The conversation's WebSocket: reconnects with backoff, reports its state, bounds what waits.
+ * The conversation's WebSocket: reconnects with backoff, reports its state, and resends what
+ * the server has not acknowledged.
  *
- * "live" means the server sent `ready` on this connection. Until then (and between connections)
- * outgoing messages wait in a small bounded queue; the oldest are dropped and counted beyond it,
- * because a live call cannot usefully replay minutes of stale audio.
+ * "live" means the server sent `ready` on this connection. Every JSON message gets a `seq`
+ * and every audio byte an offset in this page's audio stream; both are kept until the server
+ * acks them (Kafka has stored them), and resent, in their order, after a reconnect. The
+ * gateway names segments `client_id:seq`, so a resend never makes a second turn. What waits
+ * is bounded in bytes: beyond that the oldest is dropped, and counted.
  */
 
 export const CloseCode = Object.freeze({
@@ -13,7 +16,10 @@ export const CloseCode = Object.freeze({
   TOO_BIG: 1009,
   TRY_AGAIN_LATER: 1013,
   UNAUTHORIZED: 4001,
+  REPLACED: 4002,
 });
+
+const UTF8 = new TextEncoder();
 
 /** A connection live this long resets the backoff. */
 const STABLE_AFTER_MS = 10_000;
@@ -22,7 +28,15 @@ const STABLE_AFTER_MS = 10_000;
 const FINAL_CLOSE_CODES = new Map([
   [CloseCode.UNAUTHORIZED, "unauthorized"],
   [CloseCode.POLICY, "rejected"],
+  // Another socket of this conversation took this one's place (beyond the gateway's cap).
+  [CloseCode.REPLACED, "rejected"],
 ]);
+
+/** 128 random bits as hex: `crypto.randomUUID` needs a secure context, this does not. */
+function randomClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
 
 /**
  * @typedef {object} SocketState
@@ -32,14 +46,30 @@ const FINAL_CLOSE_CODES = new Map([
  * @property {string} [reason] - the close reason the server gave
  */
 
+/**
+ * @typedef {object} Unacked
+ * @property {"message"|"frame"} kind
+ * @property {string|ArrayBuffer} data - what goes on the wire
+ * @property {number} bytes
+ * @property {number} [seq] - a message's
+ * @property {number} [offset] - a frame's first byte in the audio stream
+ */
+
 export class ConversationSocket {
   /**
    * @param {object} options
    * @param {string} options.url - the ws:// or wss:// URL, credentials included
    * @param {(message: object) => void} options.onMessage - every JSON message from the server
+   *   but acks
    * @param {(state: SocketState) => void} options.onState - connection state changes
    * @param {() => object[]} [options.greeting] - messages every new session must start with
-   *   (sent right after `ready`, before anything queued)
+   *   (sent right after `ready`, before anything resent; an `audio_config` among them is told
+   *   where the resent audio starts)
+   * @param {number} [options.maxUnackedMessageBytes] - JSON kept for resending
+   * @param {number} [options.maxUnackedAudioBytes] - audio kept for resending (15 s of
+   *   16 kHz PCM by default: a Kafka outage that long loses nothing)
+   * @param {number} [options.maxBufferedBytes] - beyond this in the browser's send buffer, new
+   *   audio frames are dropped (counted) rather than queued behind a stalled link
    */
   constructor({
     url,
@@ -48,18 +78,20 @@ export class ConversationSocket {
     greeting = () => [],
     initialDelayMs = 500,
     maxDelayMs = 15_000,
-    maxQueuedMessages = 50,
-    maxQueuedFrames = 30,
+    maxUnackedMessageBytes = 256 * 1024,
+    maxUnackedAudioBytes = 15 * 32_000,
     maxBufferedBytes = 256 * 1024,
   }) {
-    this.url = url;
+    this.clientId = randomClientId();
+    const withClient = new URL(url);
+    withClient.searchParams.set("client_id", this.clientId);
+    this.url = withClient.toString();
     this.onMessage = onMessage;
     this.onState = onState;
     this.greeting = greeting;
     this.initialDelayMs = initialDelayMs;
     this.maxDelayMs = maxDelayMs;
-    this.maxQueuedMessages = maxQueuedMessages;
-    this.maxQueuedFrames = maxQueuedFrames;
+    this.maxUnackedBytes = { message: maxUnackedMessageBytes, frame: maxUnackedAudioBytes };
     this.maxBufferedBytes = maxBufferedBytes;
 
     this.ws = null;
@@ -68,7 +100,11 @@ export class ConversationSocket {
     this.liveSince = 0;
     this.retryTimer = null;
     this.stopped = false;
-    this.queue = [];
+    /** @type {Unacked[]} in the order they were first sent */
+    this.unacked = [];
+    this.unackedBytes = { message: 0, frame: 0 };
+    this.nextSeq = 0;
+    this.audioOffset = 0;
     this.droppedFrames = 0;
     this.droppedMessages = 0;
     this.onOnline = () => this.#retryNow();
@@ -78,9 +114,9 @@ export class ConversationSocket {
     return this.state.name === "live";
   }
 
-  /** Audio frames waiting for the next session. */
+  /** Audio frames not yet acknowledged: the next session resends them. */
   get queuedFrames() {
-    return this.queue.filter((item) => item.kind === "frame").length;
+    return this.unacked.filter((item) => item.kind === "frame").length;
   }
 
   start() {
@@ -98,44 +134,65 @@ export class ConversationSocket {
     this.#setState({ name: "closed" });
   }
 
-  /** Sends a JSON message now if live, else queues it (bounded). */
+  /** Sends a JSON message now if live, and keeps it (bounded) until the server acks it. */
   sendJson(message) {
-    const text = JSON.stringify(message);
-    if (this.live && this.queue.length === 0) {
-      this.ws.send(text);
-      return;
-    }
-    this.#enqueue({ kind: "message", data: text });
+    const seq = this.nextSeq++;
+    const stamped = { ...message, seq };
+    if (message.type === "audio_config" && this.audioOffset > 0) stamped.offset = this.audioOffset;
+    const data = JSON.stringify(stamped);
+    this.#keep({ kind: "message", data, bytes: UTF8.encode(data).length, seq });
+    if (this.live) this.ws.send(data);
   }
 
-  /** Sends one audio frame; drops it (counted) when the link cannot keep up. */
+  /** Sends one audio frame now if live, and keeps it (bounded) until the server acks it. */
   sendAudio(pcm) {
-    if (this.live && this.queue.length === 0) {
-      if (this.ws.bufferedAmount > this.maxBufferedBytes) {
-        this.droppedFrames += 1;
-        return;
-      }
-      this.ws.send(pcm);
+    if (this.live && this.ws.bufferedAmount > this.maxBufferedBytes) {
+      // The link cannot keep up: this frame never joins the stream (offsets skip nothing).
+      this.droppedFrames += 1;
       return;
     }
-    this.#enqueue({ kind: "frame", data: pcm });
+    const offset = this.audioOffset;
+    this.audioOffset += pcm.byteLength;
+    this.#keep({ kind: "frame", data: pcm, bytes: pcm.byteLength, offset });
+    if (this.live) this.ws.send(pcm);
   }
 
-  #enqueue(item) {
-    this.queue.push(item);
-    const limit = item.kind === "frame" ? this.maxQueuedFrames : this.maxQueuedMessages;
-    if (this.queue.filter((queued) => queued.kind === item.kind).length > limit) {
-      const oldest = this.queue.findIndex((queued) => queued.kind === item.kind);
-      this.queue.splice(oldest, 1);
+  #keep(item) {
+    this.unacked.push(item);
+    this.unackedBytes[item.kind] += item.bytes;
+    while (this.unackedBytes[item.kind] > this.maxUnackedBytes[item.kind]) {
+      const oldest = this.unacked.findIndex((kept) => kept.kind === item.kind);
+      const [dropped] = this.unacked.splice(oldest, 1);
+      this.unackedBytes[item.kind] -= dropped.bytes;
       if (item.kind === "frame") this.droppedFrames += 1;
       else this.droppedMessages += 1;
     }
   }
 
-  #flush() {
-    while (this.live && this.queue.length > 0) {
-      this.ws.send(this.queue.shift().data);
+  /** An ack or an error naming a seq settles that message; an audio ack every byte before it. */
+  #settle(message) {
+    const settled = (item) =>
+      item.kind === "message"
+        ? item.seq === message.seq
+        : message.audio_offset !== undefined && item.offset + item.bytes <= message.audio_offset;
+    if (message.seq === undefined && message.audio_offset === undefined) return;
+    this.unacked = this.unacked.filter((item) => {
+      if (!settled(item)) return true;
+      this.unackedBytes[item.kind] -= item.bytes;
+      return false;
+    });
+  }
+
+  /** A new session: the greeting, then everything unacked, in its original order. */
+  #resend(ws) {
+    const firstFrame = this.unacked.find((item) => item.kind === "frame");
+    const resumeAt = firstFrame ? firstFrame.offset : this.audioOffset;
+    for (const first of this.greeting()) {
+      const announced =
+        first.type === "audio_config" && resumeAt > 0 ? { ...first, offset: resumeAt } : first;
+      ws.send(JSON.stringify(announced));
     }
+    for (const item of this.unacked) ws.send(item.data);
   }
 
   #open() {
@@ -167,8 +224,12 @@ export class ConversationSocket {
     if (message?.type === "ready") {
       this.liveSince = Date.now();
       this.#setState({ name: "live" });
-      for (const first of this.greeting()) ws.send(JSON.stringify(first));
-      this.#flush();
+      this.#resend(ws);
+    } else if (message?.type === "ack") {
+      this.#settle(message);
+      return; // the transport's business alone
+    } else if (message?.type === "error") {
+      this.#settle(message);
     }
     this.onMessage(message);
   }

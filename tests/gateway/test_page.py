@@ -273,7 +273,11 @@ async def new_page(
 async def open_live(page: Page, stand_in: StandInGateway) -> StandInConnection:
     await page.goto(stand_in.page_url())
     session = await stand_in.next_session()
-    assert session.query == {"conversation_id": "c1", "token": GOOD_TOKEN}
+    # A random client_id per page load names the page's messages for resends (seq, offsets).
+    assert re.fullmatch(r"[0-9a-f]{32}", session.query.get("client_id", "")), session.query
+    assert session.query == {"conversation_id": "c1", "token": GOOD_TOKEN} | {
+        "client_id": session.query["client_id"]
+    }
     await session.ready()
     await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
     return session
@@ -498,7 +502,7 @@ async def test_reconnect_after_going_away_resumes_the_suggestion_seamlessly(
         await page.screenshot(path=str(ARTIFACTS_DIR / "page-reconnecting.png"))
 
         resumed = await stand_in.next_session()
-        assert resumed.query == {"conversation_id": "c1", "token": GOOD_TOKEN}
+        assert resumed.query == session.query  # the same page: the same client_id
         await resumed.ready()
         await expect(status).to_have_attribute("data-state", "live")
         await expect(status).to_have_text("live")
@@ -585,7 +589,12 @@ def assert_config_precedes_audio(session: StandInConnection) -> None:
         if isinstance(item, dict) and item.get("type") == "audio_config"
     ]
     assert configs and configs[0] < first_frame, "audio_config must precede the first audio frame"
-    assert session.received[configs[0]] == {
+    config = session.received[configs[0]]
+    assert isinstance(config, dict)
+    # Sent as a message it has a seq; a resumed session is told where in the page's audio
+    # stream the resent frames start (offset).
+    config = {key: value for key, value in config.items() if key not in ("seq", "offset")}
+    assert config == {
         "type": "audio_config",
         "encoding": "pcm_s16le",
         "sample_rate": 16000,
@@ -746,6 +755,7 @@ async def test_keyboard_only_flow(browser: Browser, stand_in: StandInGateway) ->
 
         await session.wait_until(typed, "the typed transcript chunk")
         chunk = next(m for m in session.messages if m.get("type") == "transcript_chunk")
+        assert isinstance(chunk.pop("seq"), int)  # acked by seq, resent until then
         assert chunk == {
             "type": "transcript_chunk",
             "text": "Let me pull up your invoice.\nOne moment.",
