@@ -146,7 +146,7 @@ async def start_gateway(
 ) -> RunningGateway:
     settings = gateway_settings(bootstrap_servers, data_dir, **overrides)
     catalog = TopicCatalog.from_settings(settings)
-    await asyncio.to_thread(create_topics, bootstrap_servers, list(catalog.shared_topics))
+    await asyncio.to_thread(create_topics, settings.bootstrap_servers, list(catalog.shared_topics))
     app = create_app(settings, **(app_options or {}))
     runner = create_runner(app, settings, shutdown_timeout_s=TIMEOUT_S)
     await runner.setup()
