@@ -74,7 +74,13 @@ def reply_message(event: Event) -> ServerMessage | None:
             return SuggestionCancelled(turn_id=event.turn_id)
         return Throttled(reason=event.reason or "capacity", turn_id=event.turn_id)
     if isinstance(event, TranscriptSegment) and event.text:
-        return Transcript(speaker=event.speaker, text=event.text, final=event.final)
+        return Transcript(
+            speaker=event.speaker,
+            text=event.text,
+            final=event.final,
+            segment_id=event.segment_id,
+            revision=event.revision,
+        )
     return None
 
 

@@ -135,8 +135,7 @@ class SuggestionPipeline:
                 self._end(cid)
                 continue
             if segment.final and segment.text.strip():
-                context = self.contexts.get(cid)
-                context.add_segment(segment)
+                context = self.contexts.record(segment)  # a revision replaces its segment's text
                 self.contexts.save(cid)
                 self.summarizer.consider(context)
             turn = self.coalescer.accept(segment, now_ms=_now_ms())
@@ -200,6 +199,7 @@ class SuggestionPipeline:
             text=recognized.text,
             final=recognized.final,
             source="asr",
+            revision=recognized.revision,
         )
         if recognized.speech_end_wall_ms is not None:
             segment.trace["speech_end"] = recognized.speech_end_wall_ms

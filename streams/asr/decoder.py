@@ -27,6 +27,9 @@ MAX_WINDOW_S: Final = 30
 MAX_AUDIO_S: Final = MAX_WINDOW_S - WINDOW_MARGIN_S
 _HOP_SAMPLES: Final = 160  # one mel frame: 10 ms
 _MAX_TOKENS_PER_S: Final = 10  # fast speech is ~5; anything beyond is a runaway repetition
+MAX_PROMPT_TOKENS: Final = 64
+"""Context from the previous utterance: Whisper allows up to half its 448-token window; a
+sentence or two (~20-60 tokens) carries the topic and style, and more only costs decode time."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,12 @@ class UtteranceDecoder:
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
 
-    def decode(self, audio: Samples) -> Transcription:
-        """Text of `audio` (float32 mono 16 kHz, at most MAX_AUDIO_S long). Blocking."""
+    def decode(self, audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        """Text of `audio` (float32 mono 16 kHz, at most MAX_AUDIO_S long). Blocking.
+
+        `prompt` is what was said just before (the previous utterance): Whisper reads it as
+        the preceding text, which keeps names, topic and punctuation consistent across cuts.
+        """
         started = time.perf_counter()
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s > MAX_AUDIO_S:
@@ -94,11 +101,15 @@ class UtteranceDecoder:
             self._model.max_length // 2 - len(self._prompt),
             math.ceil(audio_s * _MAX_TOKENS_PER_S) + 8,
         )
+        start = self._prompt
+        if prompt.strip():
+            previous = self._tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]
+            start = [self._tokenizer.sot_prev, *previous, *self._prompt]
         result = self._whisper.generate(
             encoded,
-            [self._prompt],
-            beam_size=1,
-            max_length=len(self._prompt) + max_new,
+            [start],
+            beam_size=beam_size,
+            max_length=len(start) + max_new,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,

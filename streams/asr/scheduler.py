@@ -1,9 +1,10 @@
-"""Runs decode jobs of every stream on a few worker threads, finals before partials."""
+"""Runs decode jobs of every stream on a few threads: finals, then revisions, then partials."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -17,10 +18,16 @@ logger = logging.getLogger(__name__)
 
 
 class DecodePriority(enum.IntEnum):
-    """An endpoint someone waits for goes before a partial nobody must have."""
+    """An endpoint someone waits for goes first; a revision of a final already sent next; a
+    partial nobody must have last."""
 
     FINAL = 0
-    PARTIAL = 1
+    REVISION = 1
+    PARTIAL = 2
+
+
+Decode = Callable[..., Transcription]
+"""`decode(audio, prompt, *, beam_size)`: `UtteranceDecoder.decode`, blocking."""
 
 
 class SchedulerClosedError(RuntimeError):
@@ -38,6 +45,8 @@ class DecodeJob:
     audio: Samples
     priority: DecodePriority
     future: asyncio.Future[Transcription]
+    prompt: str = ""
+    beam_size: int = 1
     started: bool = False
     cancelled: bool = False
 
@@ -56,15 +65,16 @@ class DecodeJob:
 class DecodeScheduler:
     """Decode jobs served first come, first served by `workers` threads, finals first.
 
-    Partials may occupy at most `partial_workers` threads (by default all but one), so a final
-    never waits behind partials, only behind other finals: one stream's backlog of partials
-    cannot delay another stream's endpoint. The queue holds at most `max_jobs`; callers keep a
-    few jobs per stream outstanding, so that bound is never reached in normal operation.
+    Revisions and partials together may occupy at most `partial_workers` threads (by default
+    all but one), so a final never waits behind them, only behind other finals: one stream's
+    backlog of partials or revisions cannot delay another stream's endpoint. The queue holds
+    at most `max_jobs`; callers keep a few jobs per stream outstanding, so that bound is never
+    reached in normal operation.
     """
 
     def __init__(
         self,
-        decode: Callable[[Samples], Transcription],
+        decode: Decode,
         *,
         workers: int = 2,
         partial_workers: int | None = None,
@@ -76,6 +86,7 @@ class DecodeScheduler:
         self._partial_workers = partial_workers or max(1, workers - 1)
         self._max_jobs = max_jobs
         self._finals: deque[DecodeJob] = deque()
+        self._revisions: deque[DecodeJob] = deque()
         self._partials: deque[DecodeJob] = deque()
         self._changed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-decode")
@@ -89,9 +100,11 @@ class DecodeScheduler:
 
     @property
     def queued(self) -> int:
-        return len(self._finals) + len(self._partials)
+        return len(self._finals) + len(self._revisions) + len(self._partials)
 
-    def submit(self, audio: Samples, priority: DecodePriority) -> DecodeJob:
+    def submit(
+        self, audio: Samples, priority: DecodePriority, *, prompt: str = "", beam_size: int = 1
+    ) -> DecodeJob:
         """Queue a decode of `audio`; await `job.future` for its transcription."""
         if self._closed:
             raise SchedulerClosedError("decode scheduler is closed")
@@ -100,9 +113,13 @@ class DecodeScheduler:
             if self.queued >= self._max_jobs:
                 raise SchedulerFullError(f"{self.queued} decode jobs already queued")
         job = DecodeJob(
-            audio=audio, priority=priority, future=asyncio.get_running_loop().create_future()
+            audio=audio,
+            priority=priority,
+            future=asyncio.get_running_loop().create_future(),
+            prompt=prompt,
+            beam_size=beam_size,
         )
-        (self._finals if priority is DecodePriority.FINAL else self._partials).append(job)
+        self._queue(priority).append(job)
         self._changed.set()
         return job
 
@@ -112,29 +129,36 @@ class DecodeScheduler:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for job in [*self._finals, *self._partials]:
-            job.cancel()
-        self._finals.clear()
-        self._partials.clear()
+        for queue in (self._finals, self._revisions, self._partials):
+            for job in queue:
+                job.cancel()
+            queue.clear()
         # The executor's threads finish the decodes already running, then exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _queue(self, priority: DecodePriority) -> deque[DecodeJob]:
+        if priority is DecodePriority.FINAL:
+            return self._finals
+        return self._revisions if priority is DecodePriority.REVISION else self._partials
+
     def _forget_cancelled(self) -> None:
-        for queue in (self._finals, self._partials):
+        for queue in (self._finals, self._revisions, self._partials):
             live = [job for job in queue if not job.cancelled]
             queue.clear()
             queue.extend(live)
 
     async def _next_job(self) -> DecodeJob:
         while True:
-            while self._finals and self._finals[0].cancelled:
-                self._finals.popleft()
-            while self._partials and self._partials[0].cancelled:
-                self._partials.popleft()
+            for queue in (self._finals, self._revisions, self._partials):
+                while queue and queue[0].cancelled:
+                    queue.popleft()
             if self._finals:
                 return self._finals.popleft()
-            if self._partials and self._partials_running < self._partial_workers:
-                return self._partials.popleft()
+            if self._partials_running < self._partial_workers:
+                if self._revisions:
+                    return self._revisions.popleft()
+                if self._partials:
+                    return self._partials.popleft()
             self._changed.clear()
             await self._changed.wait()
 
@@ -143,11 +167,12 @@ class DecodeScheduler:
         while True:
             job = await self._next_job()
             job.started = True
-            partial = job.priority is DecodePriority.PARTIAL
+            partial = job.priority is not DecodePriority.FINAL
             self._partials_running += int(partial)
             self.busy += 1
+            decode = functools.partial(self._decode, job.audio, job.prompt, beam_size=job.beam_size)
             try:
-                result = await loop.run_in_executor(self._executor, self._decode, job.audio)
+                result = await loop.run_in_executor(self._executor, decode)
             except asyncio.CancelledError:
                 job.future.cancel()  # closing: whoever awaits the job must not wait forever
                 raise

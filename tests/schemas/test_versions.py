@@ -75,6 +75,7 @@ RELEASED: dict[tuple[str, int], str] = {
     ("SessionRoute", 1): "1855d3725220e169",
     ("SuggestionEvent", 1): "04c8a146d3844e97",
     ("TranscriptSegment", 1): "6036a9dab21e2336",
+    ("TranscriptSegment", 2): "4acab7ac5f2bcac2",
     ("Turn", 1): "c803e58ad98485d1",
 }
 

@@ -1,4 +1,4 @@
-"""Decode jobs: finals before partials, cancellation, closing."""
+"""Decode jobs: finals before revisions before partials, cancellation, closing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class RecordingDecode:
     def __init__(self) -> None:
         self.order: list[float] = []
         self.started: list[float] = []
+        self.settings: dict[float, tuple[str, int]] = {}
         self._progress = threading.Condition()
         self.gate = threading.Event()
         self.gate.set()
@@ -28,13 +29,14 @@ class RecordingDecode:
         with self._progress:
             assert self._progress.wait_for(lambda: marker in self.started, timeout=10)
 
-    def __call__(self, audio: Samples) -> Transcription:
+    def __call__(self, audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
         with self._progress:
             self.started.append(float(audio[0]))
             self._progress.notify_all()
         self.entered.set()
         self.gate.wait(timeout=10)
         self.order.append(float(audio[0]))
+        self.settings[float(audio[0])] = (prompt, beam_size)
         return Transcription(
             text=f"audio {audio[0]:.0f}",
             no_speech_prob=0.0,
@@ -70,6 +72,25 @@ async def test_finals_run_before_partials_queued_earlier() -> None:
         await asyncio.wait_for(asyncio.gather(blocker, *(j.future for j in partials + finals)), 10)
         assert decode.order == [0, 3, 4, 1, 2]
         assert (await finals[0].future).text == "audio 3"
+    finally:
+        await scheduler.close()
+
+
+async def test_revisions_run_after_finals_and_before_partials_with_their_settings() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        revision = scheduler.submit(
+            audio(2), DecodePriority.REVISION, prompt="said before", beam_size=5
+        )
+        final = scheduler.submit(audio(3), DecodePriority.FINAL)
+        decode.gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, partial.future, revision.future), 10)
+        await final.future
+        assert decode.order == [0, 3, 2, 1]
+        assert decode.settings[2.0] == ("said before", 5)
     finally:
         await scheduler.close()
 
@@ -126,7 +147,7 @@ async def test_running_job_cannot_be_cancelled() -> None:
 
 
 async def test_a_failing_decode_fails_only_its_job() -> None:
-    def explode(samples: Samples) -> Transcription:
+    def explode(samples: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
         raise RuntimeError("model fell over")
 
     scheduler = DecodeScheduler(explode, workers=1)
