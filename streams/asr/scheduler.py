@@ -28,6 +28,8 @@ class DecodePriority(enum.IntEnum):
 
 Decode = Callable[..., Transcription]
 """`decode(audio, prompt, *, beam_size)`: `UtteranceDecoder.decode`, blocking."""
+DecodeBatch = Callable[..., list[Transcription]]
+"""`decode_batch(audios, prompts, *, beam_size)`: `UtteranceDecoder.decode_batch`, blocking."""
 
 
 class SchedulerClosedError(RuntimeError):
@@ -70,6 +72,10 @@ class DecodeScheduler:
     backlog of partials or revisions cannot delay another stream's endpoint. The queue holds
     at most `max_jobs`; callers keep a few jobs per stream outstanding, so that bound is never
     reached in normal operation.
+
+    With `decode_batch`, a thread that finds more jobs of the same kind waiting takes up to
+    `max_batch` of them in one call: when streams queue up, each decode costs less CPU. A
+    lone job is decoded alone, so batching adds nothing to latency while there is no queue.
     """
 
     def __init__(
@@ -79,10 +85,14 @@ class DecodeScheduler:
         workers: int = 2,
         partial_workers: int | None = None,
         max_jobs: int = 1024,
+        decode_batch: DecodeBatch | None = None,
+        max_batch: int = 4,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._decode = decode
+        self._decode_batch = decode_batch
+        self._max_batch = max_batch if decode_batch is not None else 1
         self._partial_workers = partial_workers or max(1, workers - 1)
         self._max_jobs = max_jobs
         self._finals: deque[DecodeJob] = deque()
@@ -97,6 +107,7 @@ class DecodeScheduler:
         self._partials_running = 0
         self.busy = 0
         self.completed = 0
+        self.batched = 0  # jobs decoded in a batch of more than one
 
     @property
     def queued(self) -> int:
@@ -162,29 +173,60 @@ class DecodeScheduler:
             self._changed.clear()
             await self._changed.wait()
 
+    def _companions(self, first: DecodeJob) -> list[DecodeJob]:
+        """Up to `max_batch - 1` more waiting jobs that can share `first`'s decode call."""
+        queue = self._queue(first.priority)
+        taken: list[DecodeJob] = []
+        for job in list(queue):
+            if len(taken) + 1 >= self._max_batch:
+                break
+            if not job.cancelled and job.beam_size == first.beam_size:
+                queue.remove(job)
+                taken.append(job)
+        return taken
+
+    def _call(self, jobs: list[DecodeJob]) -> Callable[[], list[Transcription]]:
+        """The blocking call that decodes `jobs`, one alone or all in one batch."""
+        first = jobs[0]
+        if len(jobs) == 1:
+            decode = self._decode
+            return lambda: [decode(first.audio, first.prompt, beam_size=first.beam_size)]
+        assert self._decode_batch is not None  # _companions finds none without it
+        self.batched += len(jobs)
+        return functools.partial(
+            self._decode_batch,
+            [job.audio for job in jobs],
+            [job.prompt for job in jobs],
+            beam_size=first.beam_size,
+        )
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._next_job()
-            job.started = True
-            partial = job.priority is not DecodePriority.FINAL
+            first = await self._next_job()
+            jobs = [first, *self._companions(first)]
+            for job in jobs:
+                job.started = True
+            partial = first.priority is not DecodePriority.FINAL
             self._partials_running += int(partial)
             self.busy += 1
-            decode = functools.partial(self._decode, job.audio, job.prompt, beam_size=job.beam_size)
             try:
-                result = await loop.run_in_executor(self._executor, decode)
+                results = await loop.run_in_executor(self._executor, self._call(jobs))
             except asyncio.CancelledError:
-                job.future.cancel()  # closing: whoever awaits the job must not wait forever
+                for job in jobs:
+                    job.future.cancel()  # closing: whoever awaits the job must not wait forever
                 raise
             except Exception as exc:
-                logger.exception("decode of %d samples failed", len(job.audio))
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                logger.exception("decode of %d job(s) failed", len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
             else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                for job, result in zip(jobs, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
             finally:
                 self._partials_running -= int(partial)
                 self.busy -= 1
-                self.completed += 1
+                self.completed += len(jobs)
                 self._changed.set()  # a partial slot may have opened

@@ -173,3 +173,30 @@ async def test_close_cancels_what_has_not_started() -> None:
     assert blocker.cancelled()
     with pytest.raises(SchedulerClosedError):
         scheduler.submit(audio(2), DecodePriority.FINAL)
+
+
+async def test_waiting_jobs_of_one_kind_share_a_batch_and_a_lone_job_goes_alone() -> None:
+    decode = RecordingDecode()
+    batches: list[list[float]] = []
+
+    def decode_batch(
+        audios: list[Samples], prompts: list[str], *, beam_size: int = 1
+    ) -> list[Transcription]:
+        batches.append([float(a[0]) for a in audios])
+        return [decode(a, p, beam_size=beam_size) for a, p in zip(audios, prompts, strict=True)]
+
+    scheduler = DecodeScheduler(decode, workers=1, decode_batch=decode_batch, max_batch=2)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        finals = [scheduler.submit(audio(m), DecodePriority.FINAL) for m in (1, 2, 3)]
+        partial = scheduler.submit(audio(4), DecodePriority.PARTIAL)
+        decode.gate.set()
+        await asyncio.wait_for(
+            asyncio.gather(blocker, partial.future, *(f.future for f in finals)), 10
+        )
+        assert batches == [[1, 2]]  # then 3 alone, then the partial alone: never mixed kinds
+        assert decode.order == [0, 1, 2, 3, 4]
+        assert [(await f.future).text for f in finals] == ["audio 1", "audio 2", "audio 3"]
+        assert scheduler.batched == 2
+    finally:
+        await scheduler.close()
