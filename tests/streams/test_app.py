@@ -216,6 +216,11 @@ def finals(rep: RepClient) -> list[str]:
     return list(latest.values())
 
 
+def heard_as(rep: RepClient, text: str, wer: float) -> bool:
+    """Whether the recognised segments, as revised so far, say `text` within `wer`."""
+    return word_error_rate([text], [" ".join(finals(rep))]) <= wer
+
+
 async def test_spoken_sentences_come_back_as_transcripts_each_followed_by_a_suggestion(
     spoken: list[SpokenSentence], rep_client: RepClientFactory
 ) -> None:
@@ -229,7 +234,10 @@ async def test_spoken_sentences_come_back_as_transcripts_each_followed_by_a_sugg
                 await stream_audio(
                     rep, to_pcm_s16le(np.concatenate([sentence.audio, silence(SILENCE_S)]))
                 )
-                await rep.wait_for("suggestion_complete", count=n, timeout_s=60)
+                await wait_until(lambda n=n: len(finals(rep)) >= n, timeout_s=60, what="a final")
+                # Revisions may supersede a turn: a suggestion after this sentence's final.
+                answered = len(rep.of_type("suggestion_complete"))
+                await rep.wait_for("suggestion_complete", count=answered + 1, timeout_s=60)
             references += [s.text for s in sentences]
             heard.append(" ".join(finals(rep)))
             assert rep.of_type("error") == []
@@ -245,7 +253,8 @@ async def test_silence_and_noise_make_no_transcript(
         await stream_audio(rep, to_pcm_s16le(np.concatenate([silence(2.0), noise, silence(0.5)])))
         await stream_audio(rep, to_pcm_s16le(np.concatenate([sentence.audio, silence(SILENCE_S)])))
         await rep.wait_for("suggestion_complete", timeout_s=60)
-        assert word_error_rate([sentence.text], [" ".join(finals(rep))]) <= 0.25, finals(rep)
+        await wait_until(lambda: heard_as(rep, sentence.text, 0.25), timeout_s=60, what="the words")
+        assert len(finals(rep)) == 1, finals(rep)
 
 
 async def test_a_sentence_with_a_comma_pause_is_revised_whole_and_answered_from_the_revision(
@@ -287,7 +296,8 @@ async def test_telephony_mulaw_at_8khz_is_recognised(
         mulaw = to_mulaw_8k(np.concatenate([sentence.audio, silence(SILENCE_S)]))
         await stream_audio(rep, mulaw, bytes_per_ms=8)
         await rep.wait_for("suggestion_complete", timeout_s=60)
-        assert word_error_rate([sentence.text], [" ".join(finals(rep))]) <= 0.25, finals(rep)
+        # The first final may be "Hi." (the comma pause); its revision brings the rest.
+        await wait_until(lambda: heard_as(rep, sentence.text, 0.25), timeout_s=60, what="the words")
 
 
 async def test_bad_audio_gets_an_error_and_the_session_goes_on(
