@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ from streams.asr.corpus import (
     word_error_rate,
     words,
 )
+from streams.asr.decoder import Transcription
+from streams.asr.scheduler import DecodeScheduler
 from streams.asr.transcriber import (
     AsrCapacityError,
     RecognizedText,
@@ -419,3 +422,45 @@ async def test_held_out_speech_is_transcribed_whole_within_20_percent_wer(
     finals = [t for t in results if t.final]
     assert len(newest(finals)) == len(held_out), "one segment per sentence, commas or not"
     assert streamed_wer(conversations, results, ids) <= 0.2
+
+
+async def test_a_final_without_a_sentence_end_is_held_until_the_longer_pause(
+    corpus: list[SpokenSentence],
+) -> None:
+    def unfinished(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        return Transcription(
+            text="so we were thinking",
+            no_speech_prob=0.0,
+            avg_logprob=-0.1,
+            audio_s=len(audio) / SAMPLE_RATE,
+            decode_ms=0.0,
+            is_speech=True,
+        )
+
+    sentence = corpus[5]
+    speech = sentence.audio[sentence.speech_start : sentence.speech_end]
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    audio = np.concatenate([speech, pause, speech, np.zeros(SAMPLE_RATE, dtype=np.float32)])
+    second_speech_ends_ms = (2 * len(speech) + len(pause)) * 1000 / SAMPLE_RATE
+
+    async def speech_ends(hold_ms: float) -> list[float | None]:
+        scheduler = DecodeScheduler(unfinished, workers=1)
+        results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+        with ThreadPoolExecutor(max_workers=1) as vad:
+            recognizer = StreamingRecognizer(
+                conversation_id=f"hold-{hold_ms}",
+                scheduler=scheduler,
+                vad_executor=vad,
+                results=results,
+                config=RecognizerConfig(hold_unfinished_ms=hold_ms, revision_beam_size=0),
+            )
+            await feed(recognizer, audio)
+            await recognizer.flush()
+        await scheduler.close()
+        texts = [results.get_nowait() for _ in range(results.qsize())]
+        return [t.speech_end_ms for t in texts if t.final]
+
+    [at_the_pause] = await speech_ends(150.0)  # the default: nothing held
+    [held] = await speech_ends(450.0)
+    assert at_the_pause is not None and at_the_pause < second_speech_ends_ms - 500
+    assert held is not None and abs(held - second_speech_ends_ms) < 300
