@@ -85,7 +85,6 @@ class RunResult:
     cpu_cores_used: float
     max_feed_lag_ms: float
     revisions_dropped: int = 0
-    extra_finals: int = 0  # kept for older readers: split_sentences is the clearer figure
     wer_by_voice: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, repr=False)
     worst: list[tuple[str, str]] = field(default_factory=list, repr=False)
