@@ -299,15 +299,16 @@ class StreamingRecognizer:
             if self._utterance is None:
                 self._buffer.discard_before(self._vad_position - self._preroll)
 
-    async def flush(self, *, now_ms: float | None = None) -> None:
-        """End of stream: finalise the utterance in progress, if any, and its revision."""
+    async def flush(self, *, now_ms: float | None = None, revisions: bool = True) -> None:
+        """End of stream: finalise the utterance in progress, if any, and (with `revisions`)
+        wait for the revisions still being decoded."""
         if now_ms is not None:
             self._last_now_ms = now_ms
         utterance = self._utterance
         if utterance is not None:
             end = min(self._buffer.end, utterance.speech_end + self._tail)
             await self._end_utterance(utterance, end)
-        if self._revising:
+        if revisions and self._revising:
             await asyncio.gather(*self._revising, return_exceptions=True)
 
     def close(self) -> None:
@@ -889,8 +890,9 @@ class SpeechRecognitionEngine:
                         item = await stream.inbox.get()
                 except TimeoutError:
                     # The client stopped sending mid-utterance: what was heard is all there
-                    # will be, so end the utterance now rather than when the stream ends.
-                    await recognizer.flush()
+                    # will be, so end the utterance now rather than when the stream ends. The
+                    # stream lives on, so its revision arrives in the background.
+                    await recognizer.flush(revisions=False)
                     continue
                 if item is _END:
                     await recognizer.flush()
