@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
 SAMPLE_RATES: Final = (8000, 16000)
+MAX_STREAM_TAG: Final = 255  # a stream tag is the first byte of each of its binary frames
 
 ErrorCode = Literal[
     "bad_json",  # the text frame is not a JSON object
@@ -51,13 +52,14 @@ class TranscriptChunk:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioConfig:
-    """How the binary frames that follow are encoded."""
+    """How the binary frames that follow are encoded; with `stream`, those tagged with it."""
 
     type: ClassVar[str] = "audio_config"
 
     encoding: AudioEncoding = "pcm_s16le"
     sample_rate: int = 16000
     speaker: Speaker = "customer"
+    stream: int | None = None
 
     @property
     def bytes_per_sample(self) -> int:
@@ -160,7 +162,23 @@ def _audio_config(data: dict[str, Any]) -> AudioConfig:
         raise ProtocolError(
             "bad_audio", f"'sample_rate' must be 8000 or 16000, not {sample_rate!r}"
         )
-    return AudioConfig(encoding=encoding, sample_rate=int(sample_rate), speaker=_speaker(data))
+    return AudioConfig(
+        encoding=encoding,
+        sample_rate=int(sample_rate),
+        speaker=_speaker(data),
+        stream=_stream_tag(data),
+    )
+
+
+def _stream_tag(data: dict[str, Any]) -> int | None:
+    tag = data.get("stream")
+    if tag is None:
+        return None
+    if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag <= MAX_STREAM_TAG:
+        raise ProtocolError(
+            "bad_audio", f"'stream' must be an integer from 0 to {MAX_STREAM_TAG}, not {tag!r}"
+        )
+    return tag
 
 
 def _profile(data: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from core.kafka.catalog import TopicCatalog
-from gateway.audio_framer import AudioFramer
+from gateway.audio_streams import AudioStreams
 from gateway.event_producer import Delivery, EventProducer, ProduceError
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -170,12 +170,13 @@ class Session:
         self._in_flight = 0
         self._segments = 0
         self._last_delivery_error = float("-inf")
-        self._audio_min_chunk_ms = audio_min_chunk_ms
-        self._audio_max_chunk_ms = audio_max_chunk_ms
-        self._audio_config = AudioConfig()
-        self._framer = self._new_framer(self._audio_config)
-        self._audio_seq = 0
-        self._audio_tail_timer: asyncio.TimerHandle | None = None
+        self._audio = AudioStreams(
+            conversation_id=conversation_id,
+            session_id=self.session_id,
+            produce=self._produce_audio,
+            min_chunk_ms=audio_min_chunk_ms,
+            max_chunk_ms=audio_max_chunk_ms,
+        )
         self._route_connected = False
 
     @property
@@ -268,9 +269,10 @@ class Session:
             segment = self._segment(text=message.text, speaker=message.speaker, final=message.final)
             self._produce(self._catalog.transcripts.name, segment, received_at, what=message.type)
         elif isinstance(message, AudioConfig):
-            self._flush_audio_tail()
-            self._audio_config = message
-            self._framer = self._new_framer(message)
+            try:
+                self._audio.configure(message)
+            except ProtocolError as exc:
+                self._reject(exc)
         elif isinstance(message, ContextMessage):
             profile = CustomerProfile(
                 conversation_id=self.conversation_id,
@@ -282,29 +284,20 @@ class Session:
             self._end(received_at)
 
     def handle_binary(self, data: bytes) -> None:
-        """One binary frame: audio in the session's configured encoding."""
+        """One binary frame: audio of one of the session's streams (see gateway.audio_streams)."""
         received_at = time.perf_counter()
         self._metrics.messages_in.labels(type="audio").inc()
         self._metrics.audio_bytes_in.inc(len(data))
         if self._ended:
             self._reject(ProtocolError("conversation_ended", "audio after 'end' is ignored"))
             return
-        if not data:
-            self._reject(ProtocolError("bad_audio", "empty audio frame"))
-            return
         try:
-            chunks = self._framer.push(data)
-        except ValueError as exc:
-            self._reject(ProtocolError("bad_audio", f"{exc} ({self._audio_config.encoding})"))
-            return
-        for chunk in chunks:
-            self._produce_audio(chunk, received_at)
-        self._rearm_audio_tail_timer()
+            self._audio.push(data, received_at)
+        except ProtocolError as exc:
+            self._reject(exc)
 
     def _end(self, received_at: float) -> None:
-        self._flush_audio_tail()
-        if self._audio_seq:
-            self._produce_audio(b"", received_at, end_of_stream=True)
+        self._audio.end(received_at)
         segment = self._segment(text="", speaker="customer", end_of_conversation=True)
         self._produce(self._catalog.transcripts.name, segment, received_at, what="end")
         self._ended = True
@@ -329,49 +322,8 @@ class Session:
 
     # --- audio -------------------------------------------------------------------------
 
-    def _new_framer(self, config: AudioConfig) -> AudioFramer:
-        return AudioFramer(
-            bytes_per_second=config.bytes_per_second,
-            bytes_per_sample=config.bytes_per_sample,
-            min_chunk_ms=self._audio_min_chunk_ms,
-            max_chunk_ms=self._audio_max_chunk_ms,
-        )
-
-    def _produce_audio(
-        self, audio: bytes, received_at: float, *, end_of_stream: bool = False
-    ) -> None:
-        config = self._audio_config
-        chunk = AudioChunk(
-            conversation_id=self.conversation_id,
-            session_id=self.session_id,
-            speaker=config.speaker,
-            seq=self._audio_seq,
-            encoding=config.encoding,
-            sample_rate=config.sample_rate,
-            audio=audio,
-            end_of_stream=end_of_stream,
-        )
-        self._audio_seq += 1
-        chunk.stamp("gateway_in")
+    def _produce_audio(self, chunk: AudioChunk, received_at: float) -> None:
         self._produce(self._catalog.audio.name, chunk, received_at, what="audio")
-
-    def _rearm_audio_tail_timer(self) -> None:
-        # A client that pauses must not leave its last words sitting in the framer.
-        if self._audio_tail_timer is not None:
-            self._audio_tail_timer.cancel()
-            self._audio_tail_timer = None
-        if self._framer.pending_bytes:
-            self._audio_tail_timer = asyncio.get_running_loop().call_later(
-                self._audio_max_chunk_ms / 1000.0, self._flush_audio_tail
-            )
-
-    def _flush_audio_tail(self) -> None:
-        if self._audio_tail_timer is not None:
-            self._audio_tail_timer.cancel()
-            self._audio_tail_timer = None
-        tail = self._framer.flush()
-        if tail:
-            self._produce_audio(tail, time.perf_counter())
 
     # --- Kafka -------------------------------------------------------------------------
 
@@ -441,10 +393,8 @@ class Session:
     async def finish(self) -> None:
         """The client is gone: hand over the audio still held, end its stream, stop writing."""
         if not self._ended:
-            self._flush_audio_tail()
-            if self._audio_seq:
-                # This session's stream is over; a reconnect starts a new one (new session id).
-                self._produce_audio(b"", time.perf_counter(), end_of_stream=True)
+            # This session's streams are over; a reconnect starts new ones (new session id).
+            self._audio.end(time.perf_counter())
         self._closing = True
         await self._stop_writer()
         if self._close_task is not None:
