@@ -15,11 +15,14 @@ from core.kafka.admin import KafkaAdminError, TopicAdmin
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings, SettingsError
 from core.tokens import TokenError, TokenSigner, resolve_secret
+from gateway.conversation_tokens import ConversationTokens
 from gateway.event_producer import EventProducer
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.protocol import ErrorMessage
 from gateway.reply_router import ReplyRouter, ReplyTopicError
 from gateway.session import Session
+from gateway.telephony.media_stream import MediaStreamEndpoint
+from gateway.telephony.twilio import TwilioDialect
 from schemas.codec import EventCodec, default_codec
 
 logger = logging.getLogger(__name__)
@@ -292,9 +295,10 @@ def create_app(
     close_timeout_s: float = 5.0,
 ) -> web.Application:
     """The gateway app; Kafka clients start with the app and stop with it."""
+    signer = signer or TokenSigner(resolve_secret(settings, create=True))
     gateway = Gateway(
         settings,
-        signer=signer or TokenSigner(resolve_secret(settings, create=True)),
+        signer=signer,
         codec=codec or default_codec(),
         metrics=metrics or GatewayMetrics(),
         static_dir=static_dir,
@@ -307,6 +311,20 @@ def create_app(
     app.router.add_get("/healthz", gateway.handle_healthz)
     app.router.add_get("/metrics", gateway.handle_metrics)
     app.router.add_get("/", gateway.handle_index)
+    tokens = ConversationTokens(settings=settings, signer=signer)
+    app.router.add_post("/conversations", tokens.handle_new_conversation)
+    app.router.add_post("/token", tokens.handle_renew)
+    twilio = MediaStreamEndpoint(
+        dialect=TwilioDialect(),
+        settings=settings,
+        signer=signer,
+        producer=gateway.producer,
+        catalog=gateway.catalog,
+        metrics=gateway.metrics,
+        close_timeout_s=close_timeout_s,
+    )
+    app.router.add_get("/twilio/media", twilio.handle)
+    app.on_shutdown.append(twilio.shutdown)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir)
 

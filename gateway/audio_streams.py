@@ -97,24 +97,30 @@ class AudioStreams:
         if not frame:
             raise ProtocolError("bad_audio", "empty audio frame")
         if self.tagged:
-            tag, audio = frame[0], frame[1:]
-            stream = self._streams.get(tag)
-            if stream is None:
-                declared = ", ".join(str(k) for k in sorted(self._streams))
-                raise ProtocolError(
-                    "bad_audio",
-                    f"a frame for stream {tag}, which no 'audio_config' declared "
-                    f"(declared: {declared})",
-                )
-            if not audio:
-                raise ProtocolError("bad_audio", f"empty audio frame for stream {tag}")
-        else:
-            audio = frame
-            stream = self._streams.get(UNTAGGED)
-            if stream is None:
-                stream = self._streams[UNTAGGED] = _Stream(
-                    config=AudioConfig(), framer=self._framer(AudioConfig())
-                )
+            self.push_to(frame[0], frame[1:], received_at)
+            return
+        stream = self._streams.get(UNTAGGED)
+        if stream is None:
+            stream = self._streams[UNTAGGED] = _Stream(
+                config=AudioConfig(), framer=self._framer(AudioConfig())
+            )
+        self._push(stream, frame, received_at)
+
+    def push_to(self, tag: int, audio: bytes, received_at: float) -> None:
+        """Audio for the tagged stream `tag`, without a tag byte (carrier adapters use this)."""
+        stream = self._streams.get(tag)
+        if stream is None:
+            declared = ", ".join(str(k) for k in sorted(self._streams))
+            raise ProtocolError(
+                "bad_audio",
+                f"a frame for stream {tag}, which no 'audio_config' declared "
+                f"(declared: {declared or 'none'})",
+            )
+        if not audio:
+            raise ProtocolError("bad_audio", f"empty audio frame for stream {tag}")
+        self._push(stream, audio, received_at)
+
+    def _push(self, stream: _Stream, audio: bytes, received_at: float) -> None:
         try:
             chunks = stream.framer.push(audio)
         except ValueError as exc:
