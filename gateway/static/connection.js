@@ -26,7 +26,7 @@ const FINAL_CLOSE_CODES = new Map([
 
 /**
  * @typedef {object} SocketState
- * @property {"connecting"|"live"|"reconnecting"|"unauthorized"|"rejected"|"closed"} name
+ * @property {"connecting"|"live"|"reconnecting"|"unauthorized"|"expired"|"rejected"|"closed"} name
  * @property {number} [retryAt] - epoch ms of the next attempt, when reconnecting
  * @property {number} [code] - the close code that led here
  * @property {string} [reason] - the close reason the server gave
@@ -86,6 +86,17 @@ export class ConversationSocket {
   start() {
     this.stopped = false;
     window.addEventListener("online", this.onOnline);
+    this.#open();
+  }
+
+  /** Reconnects at once to `url` (a renewed token); the new session resumes this one's work. */
+  restart(url) {
+    this.url = url;
+    const old = this.ws;
+    this.ws = null; // its close event is no longer ours to act on
+    clearTimeout(this.retryTimer);
+    this.liveSince = 0;
+    old?.close(CloseCode.NORMAL, "token renewed");
     this.#open();
   }
 
@@ -177,7 +188,9 @@ export class ConversationSocket {
     if (ws !== this.ws) return;
     this.ws = null;
     if (this.stopped) return;
-    const final = FINAL_CLOSE_CODES.get(event.code);
+    // The gateway ends a session whose token ran out with 4001 "token_expired".
+    const expired = event.code === CloseCode.UNAUTHORIZED && event.reason === "token_expired";
+    const final = expired ? "expired" : FINAL_CLOSE_CODES.get(event.code);
     if (final) {
       this.#setState({ name: final, code: event.code, reason: event.reason });
       return;

@@ -1,5 +1,6 @@
 /**
- * The live transcript: one line per utterance, partials greyed until their final arrives.
+ * The live transcript: one line per utterance, partials greyed until their final arrives, and a
+ * revised transcript (one carrying `revision`) rewriting the line it revises in place.
  */
 
 const SPEAKER_LABELS = Object.freeze({ customer: "Customer", rep: "You" });
@@ -25,18 +26,31 @@ export class TranscriptView {
     this.maxLines = maxLines;
     /** speaker -> its line still showing a partial */
     this.partialLines = new Map();
+    /** speaker -> its latest final line: what a revision without a segment id revises */
+    this.finalLines = new Map();
     this.pendingTyped = [];
   }
 
   /** A `transcript` message from speech recognition. */
-  showRecognised({ speaker = "customer", text = "", final = true }) {
+  showRecognised({ speaker = "customer", text = "", final = true, revision, segment_id: segmentId }) {
     const follow = this.#atBottom();
+    if (Number.isInteger(revision) && final) {
+      const revised = this.#revisedLine(speaker, segmentId);
+      if (revised) {
+        this.#fill(revised, text, true);
+        revised.dataset.revision = String(revision);
+        if (follow) this.#scrollToEnd();
+        return;
+      }
+    }
     const partial = this.partialLines.get(speaker);
     if (final) {
       this.partialLines.delete(speaker);
       if (!partial && this.#confirmTyped(speaker, text)) return;
       const line = partial ?? this.#append(speaker);
+      if (segmentId) line.dataset.segmentId = String(segmentId);
       this.#fill(line, text, true);
+      this.finalLines.set(speaker, line);
     } else {
       const line = partial ?? this.#append(speaker);
       this.partialLines.set(speaker, line);
@@ -54,6 +68,17 @@ export class TranscriptView {
     this.pendingTyped.push({ speaker, text: normalise(text) });
     if (this.pendingTyped.length > MAX_PENDING_TYPED) this.pendingTyped.shift();
     if (follow) this.#scrollToEnd();
+  }
+
+  #revisedLine(speaker, segmentId) {
+    if (segmentId) {
+      for (const line of this.list.children) {
+        if (line.dataset.segmentId === String(segmentId)) return line;
+      }
+      return null;
+    }
+    const latest = this.finalLines.get(speaker);
+    return latest?.isConnected ? latest : null;
   }
 
   #confirmTyped(speaker, text) {
