@@ -1381,8 +1381,9 @@ async def test_a_signed_in_rep_starts_a_call_saves_the_profile_and_ends_it(
         ]
         # The next call, from the same signed-in tab.
         await page.get_by_test_id("new-conversation").click()
-        await page.wait_for_url(re.compile(r"conversation_id=c-"))
-        assert conversation_id not in page.url
+        await page.wait_for_url(
+            lambda url: "conversation_id=c-" in url and conversation_id not in url
+        )
         await expect(status).to_have_attribute("data-state", "live")
 
 
