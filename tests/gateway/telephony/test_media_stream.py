@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +26,18 @@ def media_url(gateway: RunningGateway) -> str:
     return gateway.url.replace("http", "ws", 1) + "/twilio/media"
 
 
+def twilio_call(
+    gateway: RunningGateway, conversation_id: str, *, token: str | None = None, **kwargs: Any
+) -> TwilioCall:
+    """A Twilio-format stream to `gateway` for a conversation (its own token unless given)."""
+    return TwilioCall(
+        url=media_url(gateway),
+        conversation_id=conversation_id,
+        token=gateway.token(conversation_id) if token is None else token,
+        **kwargs,
+    )
+
+
 async def closed_with(call: TwilioCall) -> tuple[int | None, str]:
     """The close code and reason the gateway ends the stream with."""
     message = await call.ws.receive(timeout=TIMEOUT_S)
@@ -38,11 +51,7 @@ async def test_each_track_reaches_the_audio_topic_as_its_speaker(
     shared_gateway: RunningGateway, bootstrap_servers: str, conversation_id: str
 ) -> None:
     inbound, outbound = b"\x11" * 1600, b"\x22" * 1600  # 200 ms each
-    async with TwilioCall(
-        url=media_url(shared_gateway),
-        conversation_id=conversation_id,
-        token=shared_gateway.token(conversation_id),
-    ) as call:
+    async with twilio_call(shared_gateway, conversation_id) as call:
         await call.start()
         await call.send({"event": "mark", "streamSid": call.stream_sid, "mark": {"name": "x"}})
         await call.play({"inbound": inbound, "outbound": outbound})
@@ -69,9 +78,7 @@ async def test_a_bad_token_closes_the_stream(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.telephony.media_stream")
     token_for_another = shared_gateway.token(f"{conversation_id}-other")
-    async with TwilioCall(
-        url=media_url(shared_gateway), conversation_id=conversation_id, token=token_for_another
-    ) as call:
+    async with twilio_call(shared_gateway, conversation_id, token=token_for_another) as call:
         await call.start()
         assert await closed_with(call) == (4001, "Unauthorized")
     assert re.search(
@@ -103,11 +110,7 @@ async def test_bad_input_closes_that_stream_and_nothing_else(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.telephony.media_stream")
     bystander, _ = await shared_gateway.connect(conversation_id)  # the rep's page
-    async with TwilioCall(
-        url=media_url(shared_gateway),
-        conversation_id=conversation_id,
-        token=shared_gateway.token(conversation_id),
-    ) as call:
+    async with twilio_call(shared_gateway, conversation_id) as call:
         await call.start()
         await call.play({"inbound": b"\xff" * 160, "outbound": b"\xff" * 160})
         if isinstance(bad, bytes):
@@ -132,10 +135,9 @@ async def test_a_wrong_media_format_closes_the_stream(
     shared_gateway: RunningGateway, conversation_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.telephony.media_stream")
-    async with TwilioCall(
-        url=media_url(shared_gateway),
-        conversation_id=conversation_id,
-        token=shared_gateway.token(conversation_id),
+    async with twilio_call(
+        shared_gateway,
+        conversation_id,
         media_format={"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1},
     ) as call:
         await call.start()
@@ -147,9 +149,7 @@ async def test_a_wrong_media_format_closes_the_stream(
 async def test_media_before_start_closes_the_stream(
     shared_gateway: RunningGateway, conversation_id: str
 ) -> None:
-    async with TwilioCall(
-        url=media_url(shared_gateway), conversation_id=conversation_id, token="unused"
-    ) as call:
+    async with twilio_call(shared_gateway, conversation_id, token="unused") as call:
         await call.media("inbound", b"\xff" * 160)
         assert (await closed_with(call))[0] == 1007
 
@@ -158,11 +158,8 @@ async def test_the_stream_ends_when_its_token_expires(
     gateway_factory: GatewayFactory, conversation_id: str
 ) -> None:
     gateway = await gateway_factory()
-    async with TwilioCall(
-        url=media_url(gateway),
-        conversation_id=conversation_id,
-        token=gateway.token(conversation_id, ttl_s=1.0),
-    ) as call:
+    token = gateway.token(conversation_id, ttl_s=1.0)
+    async with twilio_call(gateway, conversation_id, token=token) as call:
         await call.start()
         expires_at = time.time() + 1.0
         await wait_until(lambda: time.time() > expires_at + 1.0, timeout_s=TIMEOUT_S, what="expiry")
