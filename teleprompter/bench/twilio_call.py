@@ -180,6 +180,14 @@ class TwilioCall:
 # --- the measurement ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallTiming:
+    """Seconds from the end of the customer's question to what the rep's socket received."""
+
+    first_token_s: float
+    transcript_s: float  # the customer's final transcript (speech recognition's share)
+
+
 async def measure_call(
     *,
     http_url: str,
@@ -189,16 +197,21 @@ async def measure_call(
     question: CallSpeech,
     greeting: CallSpeech,
     timeout_s: float = 30.0,
-) -> float:
-    """One call: seconds from the end of the customer's question to the first token."""
+) -> CallTiming:
+    """One call: from the end of the customer's question to its transcript and first token."""
     first_token: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    transcripts: list[float] = []
     async with aiohttp.ClientSession() as http:
         rep = await http.ws_connect(f"{ws_url}?conversation_id={conversation_id}&token={token}")
 
         async def listen() -> None:
             async for frame in rep:
                 message = json.loads(frame.data)
-                if message.get("type") == "suggestion_delta" and not first_token.done():
+                kind = message.get("type")
+                customer = message.get("speaker") == "customer"
+                if kind == "transcript" and customer and message.get("final"):
+                    transcripts.append(time.perf_counter())
+                if kind == "suggestion_delta" and not first_token.done():
                     first_token.set_result(time.perf_counter())
 
         listener = asyncio.create_task(listen())
@@ -222,13 +235,15 @@ async def measure_call(
                 finally:
                     playing.cancel()
                 await call.stop()
-            return arrived - (call.playing_since + question.speech_end_s)
+            speech_end = call.playing_since + question.speech_end_s
+            heard = max((t for t in transcripts if t <= arrived), default=arrived)
+            return CallTiming(first_token_s=arrived - speech_end, transcript_s=heard - speech_end)
         finally:
             listener.cancel()
             await rep.close()
 
 
-async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> list[float]:
+async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> list[CallTiming]:
     from core.settings import load_settings  # noqa: PLC0415  # the shell's settings only here
     from teleprompter.local_system import LocalSystem  # noqa: PLC0415
 
@@ -237,11 +252,11 @@ async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> 
     )
     greeting = call_speech(REP_GREETING, VOICES[1])
     questions = [call_speech(text, VOICES[n % len(VOICES)]) for n, text in enumerate(SENTENCES)]
-    latencies: list[float] = []
+    timings: list[CallTiming] = []
     async with LocalSystem(settings=settings) as system:
         for n in range(calls):
             cid = f"twilio-bench-{uuid.uuid4().hex[:8]}"
-            latency = await measure_call(
+            timing = await measure_call(
                 http_url=system.http_url,
                 ws_url=system.ws_url,
                 conversation_id=cid,
@@ -249,9 +264,13 @@ async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> 
                 question=questions[n % len(questions)],
                 greeting=greeting,
             )
-            latencies.append(latency)
-            print(f"call {n + 1}: end of speech -> first token {latency * 1000:.0f} ms", flush=True)
-    return latencies
+            timings.append(timing)
+            print(
+                f"call {n + 1}: end of speech -> transcript {timing.transcript_s * 1000:.0f} ms, "
+                f"first token {timing.first_token_s * 1000:.0f} ms",
+                flush=True,
+            )
+    return timings
 
 
 def main() -> None:
@@ -262,15 +281,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     before = os.getloadavg()
-    latencies = asyncio.run(
+    timings = asyncio.run(
         run_measurement(args.calls, data_dir=args.data_dir, llm_ttft_ms=args.llm_ttft_ms)
     )
     after = os.getloadavg()
-    ms = sorted(latency * 1000 for latency in latencies)
+    ms = sorted(timing.first_token_s * 1000 for timing in timings)
+    heard = statistics.median(timing.transcript_s * 1000 for timing in timings)
     print(
         f"end of speech -> first token over {len(ms)} Twilio calls: "
         f"median {statistics.median(ms):.0f} ms, min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms "
-        f"(LLM simulator TTFT {args.llm_ttft_ms:.0f} ms); "
+        f"(transcript median {heard:.0f} ms; "
+        f"LLM simulator TTFT {args.llm_ttft_ms:.0f} ms); "
         f"load average {before[0]:.2f} before, {after[0]:.2f} after"
     )
 
