@@ -7,7 +7,9 @@
 Run `python -m teleprompter.bench.twilio_call` to measure, on a system of its own (embedded
 broker unless KAFKA_BOOTSTRAP_SERVERS is set): per call the rep greets on the outbound track,
 the customer asks a question on the inbound track, and the time from the end of the customer's
-speech to the first suggestion token on the rep's WebSocket is recorded.
+speech to the first suggestion token on the rep's WebSocket is recorded. Each call is repeated
+with the same audio sent as the page sends its two voices (`SocketCall`), back to back, so the
+ratio of the two prices the Twilio adapter under the same load.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -177,6 +180,45 @@ class TwilioCall:
         }
 
 
+@dataclass(kw_only=True)
+class SocketCall:
+    """The same call on the rep's own WebSocket, as the page sends its two voices: tagged
+    binary frames of two declared streams. Compared with `TwilioCall`, it prices the adapter."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    tags: dict[str, int] = field(default_factory=lambda: {"inbound": 2, "outbound": 1})
+    playing_since: float = 0.0
+
+    async def start(self) -> None:
+        for track, tag in self.tags.items():
+            speaker = "customer" if track == "inbound" else "rep"
+            await self.ws.send_json(
+                {
+                    "type": "audio_config",
+                    "encoding": "mulaw",
+                    "sample_rate": CALL_RATE,
+                    "speaker": speaker,
+                    "stream": tag,
+                }
+            )
+
+    async def play(self, audio_by_track: dict[str, bytes]) -> float:
+        frames = max(-(-len(audio) // FRAME_BYTES) for audio in audio_by_track.values())
+        began = self.playing_since = time.perf_counter()
+        for n in range(frames):
+            for track, audio in audio_by_track.items():
+                frame = audio[n * FRAME_BYTES : (n + 1) * FRAME_BYTES]
+                frame += MULAW_SILENCE * (FRAME_BYTES - len(frame))
+                await self.ws.send_bytes(bytes([self.tags[track]]) + frame)
+            delay = began + (n + 1) * FRAME_MS / 1000.0 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return began
+
+    async def stop(self) -> None:
+        """The call is over when the rep's socket closes."""
+
+
 # --- the measurement ------------------------------------------------------------------------
 
 
@@ -196,6 +238,7 @@ async def measure_call(
     token: str,
     question: CallSpeech,
     greeting: CallSpeech,
+    via: str = "twilio",
     timeout_s: float = 30.0,
 ) -> CallTiming:
     """One call: from the end of the customer's question to its transcript and first token."""
@@ -217,9 +260,13 @@ async def measure_call(
         listener = asyncio.create_task(listen())
         media_url = http_url.replace("http", "ws", 1) + "/twilio/media"
         try:
-            async with TwilioCall(
-                url=media_url, conversation_id=conversation_id, token=token
-            ) as call:
+            twilio = TwilioCall(url=media_url, conversation_id=conversation_id, token=token)
+            async with contextlib.AsyncExitStack() as stack:
+                call: TwilioCall | SocketCall = (
+                    await stack.enter_async_context(twilio)
+                    if via == "twilio"
+                    else SocketCall(ws=rep)
+                )
                 await call.start()
                 silence = MULAW_SILENCE * len(greeting.audio)
                 await call.play({"inbound": silence, "outbound": greeting.audio})
@@ -243,7 +290,9 @@ async def measure_call(
             await rep.close()
 
 
-async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> list[CallTiming]:
+async def run_measurement(
+    calls: int, *, data_dir: Path, llm_ttft_ms: float
+) -> dict[str, list[CallTiming]]:
     from core.settings import load_settings  # noqa: PLC0415  # the shell's settings only here
     from teleprompter.local_system import LocalSystem  # noqa: PLC0415
 
@@ -252,24 +301,28 @@ async def run_measurement(calls: int, *, data_dir: Path, llm_ttft_ms: float) -> 
     )
     greeting = call_speech(REP_GREETING, VOICES[1])
     questions = [call_speech(text, VOICES[n % len(VOICES)]) for n, text in enumerate(SENTENCES)]
-    timings: list[CallTiming] = []
+    timings: dict[str, list[CallTiming]] = {"twilio": [], "socket": []}
     async with LocalSystem(settings=settings) as system:
         for n in range(calls):
-            cid = f"twilio-bench-{uuid.uuid4().hex[:8]}"
-            timing = await measure_call(
-                http_url=system.http_url,
-                ws_url=system.ws_url,
-                conversation_id=cid,
-                token=system.token(cid, rep="bench"),
-                question=questions[n % len(questions)],
-                greeting=greeting,
-            )
-            timings.append(timing)
-            print(
-                f"call {n + 1}: end of speech -> transcript {timing.transcript_s * 1000:.0f} ms, "
-                f"first token {timing.first_token_s * 1000:.0f} ms",
-                flush=True,
-            )
+            # Each question once per path, back to back, so both paths see the same load.
+            for via, found in timings.items():
+                cid = f"{via}-bench-{uuid.uuid4().hex[:8]}"
+                timing = await measure_call(
+                    http_url=system.http_url,
+                    ws_url=system.ws_url,
+                    conversation_id=cid,
+                    token=system.token(cid, rep="bench"),
+                    question=questions[n % len(questions)],
+                    greeting=greeting,
+                    via=via,
+                )
+                found.append(timing)
+                print(
+                    f"call {n + 1} via {via}: end of speech -> transcript "
+                    f"{timing.transcript_s * 1000:.0f} ms, first token "
+                    f"{timing.first_token_s * 1000:.0f} ms",
+                    flush=True,
+                )
     return timings
 
 
@@ -285,13 +338,19 @@ def main() -> None:
         run_measurement(args.calls, data_dir=args.data_dir, llm_ttft_ms=args.llm_ttft_ms)
     )
     after = os.getloadavg()
-    ms = sorted(timing.first_token_s * 1000 for timing in timings)
-    heard = statistics.median(timing.transcript_s * 1000 for timing in timings)
+    medians: dict[str, float] = {}
+    for via, found in timings.items():
+        ms = sorted(timing.first_token_s * 1000 for timing in found)
+        medians[via] = statistics.median(ms)
+        heard = statistics.median(timing.transcript_s * 1000 for timing in found)
+        print(
+            f"via {via}: end of speech -> first token over {len(ms)} calls: median "
+            f"{medians[via]:.0f} ms, min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms "
+            f"(customer transcript median {heard:.0f} ms)"
+        )
     print(
-        f"end of speech -> first token over {len(ms)} Twilio calls: "
-        f"median {statistics.median(ms):.0f} ms, min {ms[0]:.0f} ms, max {ms[-1]:.0f} ms "
-        f"(transcript median {heard:.0f} ms; "
-        f"LLM simulator TTFT {args.llm_ttft_ms:.0f} ms); "
+        f"twilio / socket median ratio {medians['twilio'] / medians['socket']:.2f}; "
+        f"LLM simulator TTFT {args.llm_ttft_ms:.0f} ms; "
         f"load average {before[0]:.2f} before, {after[0]:.2f} after"
     )
 
