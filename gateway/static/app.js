@@ -355,13 +355,15 @@ class RepScreen {
 
   async #start() {
     this.startButton.disabled = true;
-    const voices = Object.values(this.voices).filter((voice) => voice.source() !== null);
+    // The call's tab first: sharing it needs the click's user activation, which a slow answer
+    // to the microphone's permission prompt could outlast.
+    const voices = [this.voices.customer, this.voices.rep].filter((voice) => voice.source());
     if (voices.length === 0) {
       this.startButton.disabled = false;
       this.#showNotice("Both voices are off: pick a source for you or the customer.");
       return;
     }
-    // Started one after another: a browser shows one permission prompt at a time.
+    // One after another: a browser shows one permission prompt at a time.
     const failures = [];
     for (const voice of voices) {
       try {
