@@ -55,13 +55,28 @@ class SuggestionStreamer:
     `submit` never waits for the LLM: each suggestion streams in its own task, so one slow
     stream never delays another conversation. New customer speech for a conversation cancels its
     in-flight suggestion (`cancelled`) and starts a new one with the combined text.
+
+    `resume` (the conversation moved to a new session) re-sends what that session may have missed
+    through `redeliver` (to the client only; `publish` by default): the in-flight suggestion's
+    text so far, or, when none is in flight, how the last one ended, since a suggestion can end
+    in the gap between the old socket closing and the new one opening.
     """
 
-    def __init__(self, *, gate: AdmissionGate, compose: Compose, publish: Publish) -> None:
+    def __init__(
+        self,
+        *,
+        gate: AdmissionGate,
+        compose: Compose,
+        publish: Publish,
+        redeliver: Publish | None = None,
+    ) -> None:
         self._gate = gate
         self._compose = compose
         self._publish = publish
+        self._redeliver = redeliver or publish
         self._in_flight: dict[str, _InFlight] = {}
+        # conversation -> how its last suggestion ended, as a reconnecting client is told it
+        self._outcomes: dict[str, tuple[SuggestionEvent, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -69,6 +84,7 @@ class SuggestionStreamer:
     def submit(self, turn: Turn) -> None:
         """Start streaming a suggestion for `turn`, superseding the conversation's current one."""
         turn.stamp("suggest_in")
+        self._outcomes.pop(turn.conversation_id, None)
         previous = self._in_flight.pop(turn.conversation_id, None)
         if previous is not None:
             previous.task.cancel()
@@ -80,13 +96,18 @@ class SuggestionStreamer:
         self._in_flight[turn.conversation_id] = _InFlight(turn=turn, task=task)
 
     async def resume(self, conversation_id: str) -> None:
-        """Re-send the in-flight suggestion's text so far (its route changed)."""
+        """Re-send the in-flight suggestion's text so far, or the last one's outcome."""
         flight = self._in_flight.get(conversation_id)
-        if flight is not None and flight.seq > 0:
-            await self._publish(self._event(flight, kind="delta", text=flight.text))
+        if flight is not None:
+            if flight.seq > 0:
+                await self._redeliver(self._event(flight, kind="delta", text=flight.text))
+        else:
+            for event in self._outcomes.get(conversation_id, ()):
+                await self._redeliver(event)
 
     def forget(self, conversation_id: str) -> None:
         """The conversation ended: stop its suggestion without a word to anyone."""
+        self._outcomes.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.task.cancel()
@@ -115,21 +136,33 @@ class SuggestionStreamer:
                     flight.text += fragment
                     await self._publish(self._event(flight, kind="delta", text=fragment))
                 turn.stamp("llm_done")
-                await self._publish(self._event(flight, kind="complete", text=flight.text.strip()))
+                await self._conclude(
+                    self._event(flight, kind="complete", text=flight.text.strip()),
+                    # A client that missed the end hears the whole text, then that it is done.
+                    replay_after=self._event(flight, kind="delta", text=flight.text),
+                )
         except AdmissionRefusedError as exc:
             logger.info("throttled turn %s of %s: %s", turn.turn_id, cid, exc)
-            await self._publish(self._event(turn, kind="throttled", reason=str(exc)))
+            await self._conclude(self._event(turn, kind="throttled", reason=str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.warning("suggestion for turn %s of %s failed: %s", turn.turn_id, cid, exc)
             failed = self._in_flight.get(cid)
             if failed is not None and failed.turn.turn_id == turn.turn_id:
-                await self._publish(self._event(failed, kind="cancelled", reason=f"error: {exc}"))
+                await self._conclude(self._event(failed, kind="cancelled", reason=f"error: {exc}"))
         finally:
             current = self._in_flight.get(cid)
             if current is not None and current.turn.turn_id == turn.turn_id:
                 del self._in_flight[cid]
+
+    async def _conclude(
+        self, outcome: SuggestionEvent, *, replay_after: SuggestionEvent | None = None
+    ) -> None:
+        # Kept until the next turn, for a client that reconnects after the suggestion ended.
+        replay = (outcome,) if replay_after is None else (replay_after, outcome)
+        self._outcomes[outcome.conversation_id] = replay
+        await self._publish(outcome)
 
     def _event(
         self,

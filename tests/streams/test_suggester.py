@@ -129,6 +129,45 @@ async def test_resume_resends_the_text_so_far() -> None:
     await streamer.close()
 
 
+async def test_resume_after_the_suggestion_ended_resends_its_outcome_to_the_client_only() -> None:
+    """A suggestion that completes while the client reconnects must still reach it."""
+    llm, published, redelivered = ScriptedLlm(), [], []
+
+    async def publish(event: SuggestionEvent) -> None:
+        published.append(event)
+
+    async def redeliver(event: SuggestionEvent) -> None:
+        redelivered.append(event)
+
+    streamer = SuggestionStreamer(
+        gate=AdmissionGate(max_active=8, max_waiting=3),
+        compose=llm.compose,
+        publish=publish,
+        redeliver=redeliver,
+    )
+    streamer.submit(turn("t1", "Pricing?"))
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    await streamer.resume("c1")
+    # The whole text (as the delta a reconnecting client gets first), then the outcome.
+    assert [(e.turn_id, e.kind, e.seq, e.full_text) for e in redelivered] == [
+        ("t1", "delta", 1, "It depends."),
+        ("t1", "complete", 1, "It depends."),
+    ]
+    assert kinds(published, "t1") == ["delta", "complete"], "the outcome is recorded once"
+
+    # A new turn replaces what a reconnect would be told; a forgotten conversation has none.
+    streamer.submit(turn("t2", "And annual?"))
+    await streamer.resume("c1")
+    assert len(redelivered) == 2  # t2 has streamed nothing yet
+    streamer.forget("c1")
+    await streamer.resume("c1")
+    assert len(redelivered) == 2
+    await streamer.close()
+
+
 async def test_forget_stops_silently() -> None:
     streamer, llm, published = make()
     streamer.submit(turn("t1", "Bye."))
