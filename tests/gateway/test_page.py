@@ -1490,9 +1490,14 @@ async def test_real_system_resumes_a_suggestion_after_the_link_drops(
 ) -> None:
     """A conversation of its own: no speech recognised earlier can supersede this suggestion.
 
-    (This test once shared a conversation with the microphone test above and failed on a loaded
-    machine: Whisper, running behind, turned the last of the stopped microphone's speech into a
-    turn after the typed one, and that turn superseded the suggestion the test was watching.)
+    This test failed now and then on a loaded machine, for two causes, both fixed:
+    - it shared a conversation with the microphone test, and Whisper, running behind, turned
+      the last of the stopped microphone's speech into a turn after the typed one, which
+      superseded the suggestion the test was watching;
+    - a suggestion that ended while the page reconnected was lost: its last deltas and
+      `suggestion_complete` reached the gateway when no socket held the conversation, and the
+      worker's resume re-sent only suggestions still in flight. It now re-sends the last one's
+      whole text and outcome too (streams/suggester.py).
     """
     cid = f"page-resume-{uuid.uuid4().hex[:8]}"
     async with new_page(browser) as page:
