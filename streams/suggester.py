@@ -143,7 +143,8 @@ class SuggestionStreamer:
                 )
         except AdmissionRefusedError as exc:
             logger.info("throttled turn %s of %s: %s", turn.turn_id, cid, exc)
-            await self._conclude(self._event(turn, kind="throttled", reason=str(exc)))
+            # Not kept for a reconnect: on screen, `throttled` is a passing "thinking" sign.
+            await self._publish(self._event(turn, kind="throttled", reason=str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
