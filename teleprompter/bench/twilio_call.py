@@ -241,9 +241,16 @@ async def measure_call(
     via: str = "twilio",
     timeout_s: float = 30.0,
 ) -> CallTiming:
-    """One call: from the end of the customer's question to its transcript and first token."""
+    """One call: from the end of the customer's question to its transcript and first token.
+
+    The first token counted is the first the rep sees after the customer stopped, of a
+    suggestion not already on screen by then: a pause mid-question (a comma) can start a
+    suggestion early, which the full question then supersedes.
+    """
     first_token: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     transcripts: list[float] = []
+    speech_end = float("inf")  # known once the question starts playing
+    early_turns: set[str] = set()
     async with aiohttp.ClientSession() as http:
         rep = await http.ws_connect(f"{ws_url}?conversation_id={conversation_id}&token={token}")
 
@@ -251,11 +258,16 @@ async def measure_call(
             async for frame in rep:
                 message = json.loads(frame.data)
                 kind = message.get("type")
+                now = time.perf_counter()
                 customer = message.get("speaker") == "customer"
                 if kind == "transcript" and customer and message.get("final"):
-                    transcripts.append(time.perf_counter())
-                if kind == "suggestion_delta" and not first_token.done():
-                    first_token.set_result(time.perf_counter())
+                    transcripts.append(now)
+                if kind != "suggestion_delta" or first_token.done():
+                    continue
+                if now < speech_end:
+                    early_turns.add(message.get("turn_id", ""))
+                elif message.get("turn_id") not in early_turns:
+                    first_token.set_result(now)
 
         listener = asyncio.create_task(listen())
         media_url = http_url.replace("http", "ws", 1) + "/twilio/media"
@@ -277,12 +289,13 @@ async def measure_call(
                 playing = asyncio.create_task(
                     call.play({"inbound": question.audio + tail, "outbound": tail})
                 )
+                await asyncio.sleep(0)  # the task has started playing: its clock is set
+                speech_end = call.playing_since + question.speech_end_s
                 try:
                     arrived = await asyncio.wait_for(first_token, timeout_s)
                 finally:
                     playing.cancel()
                 await call.stop()
-            speech_end = call.playing_since + question.speech_end_s
             heard = max((t for t in transcripts if t <= arrived), default=arrived)
             return CallTiming(first_token_s=arrived - speech_end, transcript_s=heard - speech_end)
         finally:
