@@ -317,8 +317,9 @@ async def run_measurement(
     timings: dict[str, list[CallTiming]] = {"twilio": [], "socket": []}
     async with LocalSystem(settings=settings) as system:
         for n in range(calls):
-            # Each question once per path, back to back, so both paths see the same load.
-            for via, found in timings.items():
+            # Each question once per path, back to back (in turns first), so both see the same load.
+            for via in sorted(timings, reverse=n % 2 == 1):
+                found = timings[via]
                 cid = f"{via}-bench-{uuid.uuid4().hex[:8]}"
                 timing = await measure_call(
                     http_url=system.http_url,
