@@ -227,7 +227,7 @@ class CallTiming:
     """Seconds from the end of the customer's question to what the rep's socket received."""
 
     first_token_s: float
-    transcript_s: float  # the customer's final transcript (speech recognition's share)
+    transcript_s: float  # the transcript of the question's end (speech recognition's share)
 
 
 async def measure_call(
@@ -243,13 +243,14 @@ async def measure_call(
 ) -> CallTiming:
     """One call: from the end of the customer's question to its transcript and first token.
 
-    The first token counted is the first the rep sees after the customer stopped, of a
-    suggestion not already on screen by then: a pause mid-question (a comma) can start a
-    suggestion early, which the full question then supersedes.
+    The first token counted is that of the suggestion answering the end of the question: the
+    first suggestion to begin after the first customer transcript that arrives once the speech
+    has ended. A pause mid-question (a comma) can start a suggestion early, which the end of
+    the question then supersedes; that early one is not the answer.
     """
     first_token: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    transcripts: list[float] = []
     speech_end = float("inf")  # known once the question starts playing
+    heard_end: list[float] = []  # when the transcript of the question's end arrived
     early_turns: set[str] = set()
     async with aiohttp.ClientSession() as http:
         rep = await http.ws_connect(f"{ws_url}?conversation_id={conversation_id}&token={token}")
@@ -259,12 +260,13 @@ async def measure_call(
                 message = json.loads(frame.data)
                 kind = message.get("type")
                 now = time.perf_counter()
-                customer = message.get("speaker") == "customer"
-                if kind == "transcript" and customer and message.get("final"):
-                    transcripts.append(now)
+                ends_question = now >= speech_end and not heard_end
+                customer = message.get("speaker") == "customer" and message.get("final")
+                if kind == "transcript" and customer and ends_question:
+                    heard_end.append(now)
                 if kind != "suggestion_delta" or first_token.done():
                     continue
-                if now < speech_end:
+                if not heard_end:
                     early_turns.add(message.get("turn_id", ""))
                 elif message.get("turn_id") not in early_turns:
                     first_token.set_result(now)
@@ -296,8 +298,9 @@ async def measure_call(
                 finally:
                     playing.cancel()
                 await call.stop()
-            heard = max((t for t in transcripts if t <= arrived), default=arrived)
-            return CallTiming(first_token_s=arrived - speech_end, transcript_s=heard - speech_end)
+            return CallTiming(
+                first_token_s=arrived - speech_end, transcript_s=heard_end[0] - speech_end
+            )
         finally:
             listener.cancel()
             await rep.close()
