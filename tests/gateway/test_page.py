@@ -753,18 +753,23 @@ async def test_the_token_is_renewed_before_it_expires(
     stand_in.tokens.add(nearly_spent)
     async with new_page(browser) as page:
         await page.goto(stand_in.page_url(token=nearly_spent))
-        first = await stand_in.next_session()
-        await first.ready()
-        renewed = await stand_in.next_session()  # the page reconnects with the new token
+        # The renewal is due at once, so it may land before or after the first socket opens:
+        # take the page's sessions until one carries the renewed token.
+        sessions = [await stand_in.next_session()]
+        while sessions[-1].query["token"] == nearly_spent:
+            sessions.append(await stand_in.next_session())
+        *before, renewed = sessions
+        assert len(before) <= 1, "one socket with the old token at most"
         assert stand_in.renewals == [{"bearer": nearly_spent, "conversation_id": "c1"}]
-        assert renewed.query["token"] != nearly_spent
         assert renewed.query["token"] in stand_in.tokens
         await renewed.ready()
         await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
         assert_configs_precede_audio(renewed)
         # The address carries the renewed token, so a reload still works.
         assert f"token={renewed.query['token']}" in page.url
-        await first.wait_until(lambda: first.closed, "the old session to close")
+        if before:
+            [old] = before
+            await old.wait_until(lambda: old.closed, "the old session to close")
 
 
 async def test_page_without_credentials_explains_itself(
