@@ -75,7 +75,8 @@ export class ConversationSocket {
   }
 
   get live() {
-    return this.state.name === "live";
+    // Between the server's close frame and the close event the socket is CLOSING: not live.
+    return this.state.name === "live" && this.ws?.readyState === WebSocket.OPEN;
   }
 
   /** Audio frames waiting for the next session. */
