@@ -14,9 +14,14 @@ const THINKING_TIMEOUT_MS = 15_000;
 /** Why a suggestion ended without an answer, worded for the rep. */
 const REASONS = Object.freeze({
   worker_lost: "its worker stopped; the next one answers",
+  conversation_ended: "the call ended",
   timeout: "the language model took too long",
   llm_timeout: "the language model took too long",
+  llm_unavailable: "the language model cannot be reached",
+  llm_rate_limited: "the language model is turning requests away",
+  llm_bad_request: "the language model refused the request",
   llm_error: "the language model failed",
+  internal: "a server error",
 });
 
 function explain(reason) {
