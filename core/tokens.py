@@ -12,6 +12,7 @@ from typing import Any, Final, Literal
 
 import jwt
 
+from core.data_dir import DataDirError, prepare_data_dir
 from core.settings import SECRET_FILE_NAME, Settings
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,10 @@ def resolve_secret(settings: Settings, *, create: bool = False) -> bytes:
 
 
 def _create_secret_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_data_dir(path.parent)
+    except DataDirError as exc:
+        raise SecretError(str(exc)) from None
     try:
         # O_EXCL: two processes starting at once must not overwrite each other's secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -112,6 +116,11 @@ class TokenSigner:
             )
         self._secret = secret
         self._leeway_s = leeway_s
+
+    @property
+    def leeway_s(self) -> float:
+        """Clock skew tolerated: a token is accepted until this long after its expiry."""
+        return self._leeway_s
 
     def issue(
         self,

@@ -4,7 +4,8 @@ An old client configures one stream with `audio_config` and sends bare binary fr
 before. A client with two voices (the rep's microphone and the customer's side of the call)
 declares each with `audio_config` carrying a `stream` tag (0-255) and prefixes every binary
 frame with that tag byte. Each stream is re-chunked, numbered and ended on its own, so the
-workers see two independent (conversation, speaker) streams.
+workers see two independent (conversation, speaker) streams, and each counts its own byte
+offsets for acks (an `AudioLedger` per stream; the tag byte is not part of the stream).
 """
 
 from __future__ import annotations
@@ -14,29 +15,43 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from gateway.audio_framer import AudioFramer
-from gateway.protocol import AudioConfig, ProtocolError
+from gateway.audio_ledger import AudioLedger, AudioRange
+from gateway.protocol import AudioConfig, ErrorCode, ProtocolError
 from schemas.events import AudioChunk
 
 logger = logging.getLogger(__name__)
 
-UNTAGGED: Final = -1  # the key of a single-stream client's one stream
+ProduceAudio = Callable[[AudioChunk, float, AudioRange | None], None]
+"""Hands a chunk on: `(chunk, received_at, range)`; the range is None for an end marker.
 
-ProduceAudio = Callable[[AudioChunk, float], None]
+Whoever produces it settles the range (`AudioStreams.settle`) once Kafka has answered."""
+
+
+class AudioRefusedError(ProtocolError):
+    """Audio of a stream that was received and refused: `refused` is its byte range."""
+
+    def __init__(self, code: ErrorCode, message: str, *, refused: AudioRange) -> None:
+        super().__init__(code, message)
+        self.refused = refused
 
 
 @dataclass(eq=False, kw_only=True)
 class _Stream:
     config: AudioConfig
     framer: AudioFramer
+    ledger: AudioLedger
+    acked: int = 0  # the last offset taken for an ack
     seq: int = 0
     tail_timer: asyncio.TimerHandle | None = None
 
 
 class AudioStreams:
-    """A connection's audio streams, turned into `AudioChunk`s for `produce(chunk, received_at)`."""
+    """A connection's audio streams, turned into `AudioChunk`s for `produce`.
+
+    Streams are keyed by tag; None is the one untagged stream of a single-stream client.
+    """
 
     def __init__(
         self,
@@ -52,27 +67,28 @@ class AudioStreams:
         self._produce = produce
         self._min_chunk_ms = min_chunk_ms
         self._max_chunk_ms = max_chunk_ms
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int | None, _Stream] = {}
 
     @property
     def tagged(self) -> bool:
         """Whether frames carry a stream tag byte (some `audio_config` named a `stream`)."""
-        return any(key != UNTAGGED for key in self._streams)
+        return any(key is not None for key in self._streams)
 
     def configure(self, config: AudioConfig) -> None:
-        """Declare or re-declare a stream; `ProtocolError` if it clashes with the others."""
-        key = UNTAGGED if config.stream is None else config.stream
-        if config.stream is None and self.tagged:
+        """Declare or re-declare a stream, from `config.offset` if it names one;
+        `ProtocolError` if it clashes with the others or the offset is behind the stream."""
+        key = config.stream
+        if key is None and self.tagged:
             raise ProtocolError(
                 "bad_audio", "this connection sends tagged streams: 'audio_config' needs 'stream'"
             )
-        if config.stream is not None and UNTAGGED in self._streams:
+        if key is not None and None in self._streams:
             raise ProtocolError(
                 "bad_audio",
                 "this connection already sends untagged audio; tagged streams need a new one",
             )
         current = self._streams.get(key)
-        if config.stream is not None:
+        if key is not None:
             for other_key, other in self._streams.items():
                 if other_key != key and other.config.speaker == config.speaker:
                     raise ProtocolError(
@@ -85,32 +101,50 @@ class AudioStreams:
                     f"stream {key} carries {current.config.speaker!r}; a stream keeps its speaker",
                 )
         if current is None:
-            self._streams[key] = _Stream(config=config, framer=self._framer(config))
-            return
-        # A new format from here on: what the old framer holds goes out in the old format.
-        self._flush(current)
+            current = self._new_stream(key, config)
+        else:
+            # A new format from here on: what the old framer holds goes out in the old format.
+            self._flush(current)
+        ledger = current.ledger
+        if config.offset is not None and config.offset != ledger.received:
+            try:
+                ledger.skip_to(config.offset)
+            except ValueError as exc:
+                raise ProtocolError("bad_audio", _named(key, str(exc))) from None
+        self._streams[key] = current
         current.config = config
         current.framer = self._framer(config)
 
-    def push(self, frame: bytes, received_at: float) -> None:
-        """One binary frame (tag byte first when tagged); `ProtocolError` if it is unusable."""
+    def push(
+        self, frame: bytes, received_at: float, *, refusal: ProtocolError | None = None
+    ) -> None:
+        """One binary frame (tag byte first when tagged), refused with `refusal` if given.
+
+        `AudioRefusedError` names the stream's bytes refused (a refusal, or audio the stream's
+        format cannot take); a plain `ProtocolError` a frame that belongs to no stream.
+        """
         if not frame:
             raise ProtocolError("bad_audio", "empty audio frame")
         if self.tagged:
-            self.push_to(frame[0], frame[1:], received_at)
+            self.push_to(frame[0], frame[1:], received_at, refusal=refusal)
             return
-        stream = self._streams.get(UNTAGGED)
+        stream = self._streams.get(None)
         if stream is None:
-            stream = self._streams[UNTAGGED] = _Stream(
-                config=AudioConfig(), framer=self._framer(AudioConfig())
-            )
-        self._push(stream, frame, received_at)
+            stream = self._streams[None] = self._new_stream(None, AudioConfig())
+        self._push(stream, frame, received_at, refusal)
 
-    def push_to(self, tag: int, audio: bytes, received_at: float) -> None:
+    def push_to(
+        self,
+        tag: int,
+        audio: bytes,
+        received_at: float,
+        *,
+        refusal: ProtocolError | None = None,
+    ) -> None:
         """Audio for the tagged stream `tag`, without a tag byte (carrier adapters use this)."""
         stream = self._streams.get(tag)
         if stream is None:
-            declared = ", ".join(str(k) for k in sorted(self._streams))
+            declared = ", ".join(str(k) for k in sorted(k for k in self._streams if k is not None))
             raise ProtocolError(
                 "bad_audio",
                 f"a frame for stream {tag}, which no 'audio_config' declared "
@@ -118,23 +152,57 @@ class AudioStreams:
             )
         if not audio:
             raise ProtocolError("bad_audio", f"empty audio frame for stream {tag}")
-        self._push(stream, audio, received_at)
+        self._push(stream, audio, received_at, refusal)
 
-    def _push(self, stream: _Stream, audio: bytes, received_at: float) -> None:
-        try:
-            chunks = stream.framer.push(audio)
-        except ValueError as exc:
-            raise ProtocolError("bad_audio", f"{exc} ({stream.config.encoding})") from None
+    def settle(self, piece: AudioRange) -> None:
+        """`piece` has its outcome (stored or not)."""
+        self._streams[piece.stream].ledger.settle(piece)
+
+    def take_ack(self, stream: int | None) -> int | None:
+        """The offset before which every byte of `stream` has an outcome, if it moved since
+        the last time it was taken; else None."""
+        state = self._streams.get(stream)
+        if state is None or state.ledger.settled <= state.acked:
+            return None
+        state.acked = state.ledger.settled
+        return state.acked
+
+    def end(self, received_at: float, *, keep_held: bool = True) -> None:
+        """Every stream is over: send what each holds (or drop it, unless `keep_held`), then
+        its end-of-stream marker."""
+        for stream in self._streams.values():
+            if keep_held:
+                self._flush(stream)
+            else:
+                self._cancel_tail_timer(stream)
+                stream.framer.flush()
+            if stream.seq:
+                self._emit(stream, b"", received_at, end_of_stream=True)
+
+    def _new_stream(self, key: int | None, config: AudioConfig) -> _Stream:
+        return _Stream(config=config, framer=self._framer(config), ledger=AudioLedger(stream=key))
+
+    def _push(
+        self,
+        stream: _Stream,
+        audio: bytes,
+        received_at: float,
+        refusal: ProtocolError | None,
+    ) -> None:
+        if refusal is None:
+            try:
+                chunks = stream.framer.push(audio)
+            except ValueError as exc:
+                refusal = ProtocolError("bad_audio", f"{exc} ({stream.config.encoding})")
+        if refusal is not None:
+            # What the framer holds came first: hand it on, so the refusal settles in order.
+            self._flush(stream)
+            refused = stream.ledger.refuse(len(audio))
+            raise AudioRefusedError(refusal.code, refusal.message, refused=refused)
+        stream.ledger.receive(len(audio))
         for chunk in chunks:
             self._emit(stream, chunk, received_at)
         self._rearm_tail_timer(stream)
-
-    def end(self, received_at: float) -> None:
-        """Every stream is over: send what each holds, then its end-of-stream marker."""
-        for stream in self._streams.values():
-            self._flush(stream)
-            if stream.seq:
-                self._emit(stream, b"", received_at, end_of_stream=True)
 
     def _framer(self, config: AudioConfig) -> AudioFramer:
         return AudioFramer(
@@ -160,22 +228,28 @@ class AudioStreams:
         )
         stream.seq += 1
         chunk.stamp("gateway_in")
-        self._produce(chunk, received_at)
+        piece = stream.ledger.hand_on(len(audio)) if audio else None
+        self._produce(chunk, received_at, piece)
 
     def _rearm_tail_timer(self, stream: _Stream) -> None:
         # A client that pauses must not leave its last words sitting in the framer.
-        if stream.tail_timer is not None:
-            stream.tail_timer.cancel()
-            stream.tail_timer = None
+        self._cancel_tail_timer(stream)
         if stream.framer.pending_bytes:
             stream.tail_timer = asyncio.get_running_loop().call_later(
                 self._max_chunk_ms / 1000.0, self._flush, stream
             )
 
-    def _flush(self, stream: _Stream) -> None:
+    def _cancel_tail_timer(self, stream: _Stream) -> None:
         if stream.tail_timer is not None:
             stream.tail_timer.cancel()
             stream.tail_timer = None
+
+    def _flush(self, stream: _Stream) -> None:
+        self._cancel_tail_timer(stream)
         tail = stream.framer.flush()
         if tail:
             self._emit(stream, tail, time.perf_counter())
+
+
+def _named(stream: int | None, message: str) -> str:
+    return message if stream is None else f"stream {stream}: {message}"

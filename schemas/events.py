@@ -16,7 +16,8 @@ Speaker = Literal["customer", "rep"]
 AudioEncoding = Literal["pcm_s16le", "mulaw"]
 TranscriptSource = Literal["text", "asr"]
 TurnReason = Literal["sentence_end", "pause", "conversation_end"]
-SuggestionKind = Literal["delta", "complete", "cancelled", "throttled"]
+SuggestionKind = Literal["delta", "complete", "cancelled", "throttled", "failed"]
+LlmState = Literal["ok", "degraded"]
 
 Trace = dict[str, float]
 
@@ -84,11 +85,16 @@ class Turn(Event):
     turn_id: str
     text: str
     reason: TurnReason = "sentence_end"
+    segment_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
 class SuggestionEvent(Event):
-    """One step of a streamed suggestion, on its way to the gateway holding the conversation."""
+    """One step of a streamed suggestion, on its way to the gateway holding the conversation.
+
+    Every turn's suggestion ends in exactly one outcome: `complete`, `cancelled` (`reason`:
+    superseded, worker_lost, conversation_ended) or `failed` (`reason`: the LLM's error).
+    """
 
     schema_name: ClassVar[str] = "SuggestionEvent"
 
@@ -99,6 +105,17 @@ class SuggestionEvent(Event):
     full_text: str = ""
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class LlmStatus(Event):
+    """Whether the worker serving a conversation can reach its LLM (sent when that changes)."""
+
+    schema_name: ClassVar[str] = "LlmStatus"
+
+    worker_id: str = ""
+    llm: LlmState = "ok"
+    reason: str = ""
 
 
 @dataclass(kw_only=True)
@@ -138,6 +155,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TranscriptSegment,
     Turn,
     SuggestionEvent,
+    LlmStatus,
     ConversationSummary,
     SessionRoute,
     CustomerProfile,

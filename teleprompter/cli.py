@@ -7,8 +7,18 @@ from pathlib import Path
 
 import click
 
-from core.settings import SettingsError
-from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
+from core.data_dir import private_file_mode
+from teleprompter.consumer_groups.commands import groups
+from teleprompter.conversations.commands import replay
+from teleprompter.export.commands import export
+from teleprompter.options import (
+    EXIT_BAD_SETTINGS,
+    data_dir_option,
+    fail,
+    one_line_errors,
+    private_data_dir,
+    settings_from_flags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,24 +27,42 @@ logger = logging.getLogger(__name__)
 @click.version_option(package_name="teleprompter")
 def main() -> None:
     """Real-time reply suggestions for reps on live calls."""
+    # Call audio, transcripts and the signing secret are for this user only (0600 / 0700).
+    private_file_mode()
+
+
+main.add_command(replay)
+main.add_command(export)
 
 
 @main.command()
 @click.option("--gateway-port", type=int, default=None, help="WebSocket gateway port (8080).")
 @click.option("--broker-port", type=int, default=None, help="Embedded broker port (9092).")
 @data_dir_option
+@click.option("--llm-port", type=int, default=None, help="LLM simulator port (8000).")
 @click.option("--llm-ttft-ms", type=float, default=None, help="Simulator time to first token.")
 @click.option("--workers", type=int, default=None, help="Stream worker processes (1).")
+@click.option(
+    "--worker-http-port",
+    type=int,
+    default=None,
+    help="First worker's /metrics and /healthz port, the next worker's +1 (default: free ones).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
     gateway_port: int | None,
     broker_port: int | None,
     data_dir: Path | None,
+    llm_port: int | None,
     llm_ttft_ms: float | None,
     workers: int | None,
+    worker_http_port: int | None,
 ) -> None:
-    """Run the whole system on this machine until Ctrl-C or SIGTERM."""
+    """Run the whole system on this machine until Ctrl-C or SIGTERM.
+
+    Every port is a flag; 0 picks a free one. A child that dies is restarted with backoff.
+    """
     from teleprompter.up import run  # noqa: PLC0415  # keeps other commands' start-up light
 
     settings = settings_from_flags(
@@ -42,8 +70,10 @@ def up(
         gateway_port=gateway_port,
         broker_port=broker_port,
         data_dir=data_dir,
+        llm_sim_port=llm_port,
         llm_ttft_ms=llm_ttft_ms,
         workers=workers,
+        worker_http_port=worker_http_port,
     )
     ctx.exit(run(settings))
 
@@ -62,9 +92,14 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
     embedded = EmbeddedBroker(
         host=settings.broker_host,
         port=settings.broker_port,
-        data_dir=settings.data_dir / "broker",
+        data_dir=private_data_dir(ctx, settings) / "broker",
+        auto_create_topics=settings.broker_auto_create_topics,
+        max_request_bytes=settings.broker_max_request_bytes,
+        idle_timeout_s=settings.broker_idle_timeout_s,
+        request_read_timeout_s=settings.broker_request_read_timeout_s,
     )
-    asyncio.run(serve_until_signalled(embedded))
+    with one_line_errors(ctx):
+        asyncio.run(serve_until_signalled(embedded))
 
 
 @main.command()
@@ -74,23 +109,31 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
 def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> None:
     """Run one WebSocket gateway."""
     settings = settings_from_flags(ctx, gateway_port=port, gateway_id=gateway_id)
-    from core.tokens import SecretError  # noqa: PLC0415  # imported with the gateway
     from gateway.server import run  # noqa: PLC0415  # only this command needs aiohttp and Kafka
 
-    try:
+    with one_line_errors(ctx):
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
-    except (SecretError, SettingsError) as exc:
-        click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_BAD_SETTINGS)
 
 
 @main.command()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run one stream-processing worker (Faust)."""
+    """Run one stream-processing worker (Faust), with /metrics and /healthz."""
+    from streams.asr.model import AsrModelError, resolve_model_source  # noqa: PLC0415  # worker only
+    from streams.observability.server import WorkerHttpError  # noqa: PLC0415  # with the worker
     from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
 
-    run(settings_from_flags(ctx))
+    settings = settings_from_flags(ctx)
+    private_data_dir(ctx, settings)
+    try:
+        resolve_model_source(settings.asr_model)
+    except AsrModelError as exc:
+        fail(ctx, f"{exc} (TELEPROMPTER_ASR_MODEL)")
+    with one_line_errors(ctx):
+        try:
+            run(settings)
+        except WorkerHttpError as exc:
+            fail(ctx, str(exc))
 
 
 @main.command("llm-sim")
@@ -107,7 +150,8 @@ def llm_sim(
     )
     from streams.llm_sim.server import run  # noqa: PLC0415 - only this command needs aiohttp
 
-    run(settings)
+    with one_line_errors(ctx):
+        run(settings)
 
 
 @main.group()
@@ -259,6 +303,9 @@ def bench(
         workers=workers,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
+
+
+main.add_command(groups)
 
 
 @main.command()

@@ -38,14 +38,6 @@ function audioConfig(speaker) {
   };
 }
 
-/** One frame of a voice: its tag byte, then its PCM. */
-function tagged(tag, pcm) {
-  const frame = new Uint8Array(pcm.byteLength + 1);
-  frame[0] = tag;
-  frame.set(new Uint8Array(pcm), 1);
-  return frame.buffer;
-}
-
 function byTestId(id) {
   const element = document.querySelector(`[data-testid="${id}"]`);
   if (!element) throw new Error(`the page is missing its [data-testid="${id}"] element`);
@@ -111,7 +103,7 @@ class Voice {
     this.capture = new AudioCapture({
       frameMs: FRAME_MS,
       sampleRate: SAMPLE_RATE,
-      onFrame: (pcm) => onFrame(tagged(VOICES[speaker].tag, pcm)),
+      onFrame: (pcm) => onFrame(VOICES[speaker].tag, pcm),
       onLevel: (peak) => this.level.style.setProperty("--level", Math.min(1, peak * 1.5)),
       onEnded: (reason) => onEnded(this, reason),
     });
@@ -197,7 +189,8 @@ class RepScreen {
     this.listening = false;
     this.ended = false;
     const voiceEvents = {
-      onFrame: (frame) => this.socket?.sendAudio(frame),
+      // The socket puts the voice's tag byte in front and counts its offsets on their own.
+      onFrame: (tag, pcm) => this.socket?.sendAudio(pcm, tag),
       onEnded: (voice, reason) => {
         this.#showNotice(reason);
         if (!Object.values(this.voices).some((v) => v.running)) this.#setListening(false);
@@ -249,7 +242,8 @@ class RepScreen {
         const address = new URL(window.location.href);
         address.searchParams.set("token", renewed);
         history.replaceState(history.state, "", address);
-        this.socket?.restart(this.#socketUrl(renewed));
+        // In-band: the live session now lasts as long as the new token; no reconnect.
+        this.socket?.renew(renewed);
       },
       onRefused: (error) =>
         this.#showNotice(`This link cannot be renewed (${error.message}); it will stop working.`, {

@@ -7,6 +7,10 @@ speaker (the customer or the rep), and ends both streams when the call ends. It 
 nothing: suggestions go to the rep's page socket(s) for the conversation, wherever they are,
 because this stream never claims the conversation's route. Bad input closes this stream with a
 log line naming what was wrong; no other call or session notices.
+
+A call spends its conversation's rate limit, the budget the rep's sockets share (every frame
+costs one message and its size): a real call's two 20 ms tracks are 100 frames/s, well inside
+it. Frames over it are dropped, counted and logged; there is no client to tell.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from aiohttp import WSMsgType, web
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings
 from core.tokens import TokenError, TokenSigner
+from gateway.audio_ledger import AudioRange
 from gateway.audio_streams import AudioStreams
-from gateway.event_producer import EventProducer, ProduceError
+from gateway.event_producer import Delivery, EventProducer, ProduceError
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import AudioConfig, ProtocolError
+from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
 from schemas.events import AudioChunk, AudioEncoding, Speaker
 
 logger = logging.getLogger(__name__)
@@ -33,7 +39,12 @@ logger = logging.getLogger(__name__)
 CLOSE_UNSUPPORTED: Final = 1003  # an event, format or frame kind we do not take
 CLOSE_INVALID_PAYLOAD: Final = 1007  # not JSON, bad base64, fields of the wrong shape
 CLOSE_UNAUTHORIZED: Final = 4001
+CLOSE_POLICY_VIOLATION: Final = 1008
 PRODUCE_ERROR_INTERVAL_S: Final = 5.0  # a failing Kafka is logged at most this often per call
+RATE_LIMITED_LOG_INTERVAL_S: Final = 5.0  # a call over its rate limit is logged this often
+# Twilio sends `connected`, then `start`; a stream that sends more before it names its
+# conversation (and so its rate limit) is not Twilio.
+MAX_FRAMES_BEFORE_START: Final = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,11 +105,26 @@ class MediaStreamDialect(Protocol):
 class _Call:
     """The state of one call's stream once it has started."""
 
-    def __init__(self, start: CallStarted, audio: AudioStreams, expires_at: float) -> None:
+    def __init__(
+        self,
+        start: CallStarted,
+        audio: AudioStreams,
+        *,
+        tags: dict[str, int],
+        conversation_id: str,
+        expires_at: float,
+        rate_limit: ConversationRateLimit,
+    ) -> None:
         self.start = start
         self.audio = audio
-        self.tags = {track: tag for tag, track in enumerate(start.speakers)}
+        self.tags = tags  # track -> stream tag
+        self.conversation_id = conversation_id
         self.expires_at = expires_at
+        self.rate_limit = rate_limit
+        self.rate_limited = _Throttled(
+            f"call {start.call_id}: frames over the conversation's rate limit dropped",
+            interval_s=RATE_LIMITED_LOG_INTERVAL_S,
+        )
 
 
 class MediaStreamEndpoint:
@@ -113,6 +139,7 @@ class MediaStreamEndpoint:
         producer: EventProducer,
         catalog: TopicCatalog,
         metrics: GatewayMetrics,
+        rate_limits: ConversationRateLimits,
         close_timeout_s: float = 5.0,
     ) -> None:
         self._dialect = dialect
@@ -121,6 +148,7 @@ class MediaStreamEndpoint:
         self._producer = producer
         self._catalog = catalog
         self._metrics = metrics
+        self._rate_limits = rate_limits
         self._close_timeout_s = close_timeout_s
         self._open: set[web.WebSocketResponse] = set()
 
@@ -140,6 +168,7 @@ class MediaStreamEndpoint:
             self._open.discard(ws)
             if call is not None:
                 call.audio.end(time.perf_counter())
+                self._rate_limits.release(call.conversation_id)
                 logger.info(
                     "%s call %s ended (stream %s, conversation %s, close code %s)",
                     self._dialect.name,
@@ -159,9 +188,21 @@ class MediaStreamEndpoint:
     async def _receive(self, ws: web.WebSocketResponse) -> _Call | None:
         """Frames until the call stops or fails; returns the started call, if it started."""
         call: _Call | None = None
+        frames_before_start = 0
         async for frame in ws:
             try:
                 if frame.type is WSMsgType.TEXT:
+                    if call is None:
+                        frames_before_start += 1
+                        if frames_before_start > MAX_FRAMES_BEFORE_START:
+                            raise MediaStreamError(
+                                f"{MAX_FRAMES_BEFORE_START} frames without a 'start'",
+                                close_code=CLOSE_POLICY_VIOLATION,
+                            )
+                    elif not call.rate_limit.admit(len(frame.data)):
+                        self._metrics.protocol_errors.labels(code="rate_limited").inc()
+                        call.rate_limited.note()
+                        continue
                     event = self._dialect.parse(frame.data)
                 elif frame.type is WSMsgType.BINARY:
                     raise MediaStreamError(
@@ -229,14 +270,14 @@ class MediaStreamEndpoint:
                 reason="Unauthorized",
             ) from None
         self._metrics.connection_attempts.labels(outcome="call_accepted").inc()
-        failures = _ProduceFailures(self._dialect.name, start.call_id)
+        failures = _Throttled(f"{self._dialect.name} call {start.call_id}: audio was not stored")
         audio = AudioStreams(
             conversation_id=claims.conversation_id,
             session_id=start.stream_id,
-            produce=lambda chunk, _received_at: self._produce(chunk, failures),
+            produce=lambda chunk, _received_at, piece: self._produce(chunk, piece, audio, failures),
         )
-        call = _Call(start, audio, expires_at=claims.expires_at)
-        for track, tag in call.tags.items():
+        tags = {track: tag for tag, track in enumerate(start.speakers)}
+        for track, tag in tags.items():
             audio.configure(
                 AudioConfig(
                     encoding=start.encoding,
@@ -254,27 +295,52 @@ class MediaStreamEndpoint:
             claims.rep,
             ", ".join(f"{track}={speaker}" for track, speaker in start.speakers.items()),
         )
-        return call
+        return _Call(
+            start,
+            audio,
+            tags=tags,
+            conversation_id=claims.conversation_id,
+            expires_at=claims.expires_at,
+            rate_limit=self._rate_limits.hold(claims.conversation_id),
+        )
 
-    def _produce(self, chunk: AudioChunk, failures: _ProduceFailures) -> None:
+    def _produce(
+        self,
+        chunk: AudioChunk,
+        piece: AudioRange | None,
+        audio: AudioStreams,
+        failures: _Throttled,
+    ) -> None:
+        """Hand a chunk to Kafka; a failure is counted by the producer, and the call goes on
+        (a carrier does not resend)."""
+
+        def settled(done: asyncio.Future[Delivery]) -> None:
+            if piece is not None:
+                audio.settle(piece)  # keeps the stream's byte ledger short
+            if not done.cancelled() and (error := done.exception()) is not None:
+                failures.note(error)
+
         try:
-            self._producer.produce(self._catalog.audio.name, chunk)
-        except ProduceError as exc:  # counted by the producer; the call goes on
+            self._producer.produce(self._catalog.audio.name, chunk).add_done_callback(settled)
+        except ProduceError as exc:
+            if piece is not None:
+                audio.settle(piece)
             failures.note(exc)
 
 
-class _ProduceFailures:
-    """Logs a call's Kafka failures at most once per `PRODUCE_ERROR_INTERVAL_S`."""
+class _Throttled:
+    """Logs one kind of trouble of a call at most once per `interval_s`."""
 
-    def __init__(self, dialect: str, call_id: str) -> None:
-        self._what = f"{dialect} call {call_id}"
+    def __init__(self, what: str, *, interval_s: float = PRODUCE_ERROR_INTERVAL_S) -> None:
+        self._what = what
+        self._interval_s = interval_s
         self._last = float("-inf")
 
-    def note(self, error: Exception) -> None:
+    def note(self, error: BaseException | None = None) -> None:
         now = time.monotonic()
-        if now - self._last >= PRODUCE_ERROR_INTERVAL_S:
+        if now - self._last >= self._interval_s:
             self._last = now
-            logger.warning("%s: audio was not stored: %s", self._what, error)
+            logger.warning("%s%s", self._what, "" if error is None else f": {error}")
 
 
 def _describe(call: _Call | None) -> str:

@@ -274,6 +274,20 @@ async def _measure(
             f"{driven.superseded_mid_stream} suggestions were superseded by newer speech after "
             "their first token (normal in conversation)"
         )
+    delivery = driven.delivery
+    refused = ", ".join(f"{code} {n}" for code, n in sorted(delivery.refusals.items()))
+    notes.append(
+        f"delivery: {delivery.messages_sent} messages sent, {delivery.messages_acked} acked, "
+        f"{delivery.messages_refused} refused by an error naming them"
+        f"{f' ({refused})' if refused else ''}, {driven.unacked_messages} sent and never acked; "
+        f"{delivery.reconnects} reconnects, {delivery.resent} resent"
+        + (
+            f"; audio {delivery.audio_bytes_sent} bytes sent, {driven.unacked_audio_bytes} "
+            "never acked"
+            if delivery.audio_bytes_sent
+            else ""
+        )
+    )
     return _report(
         options=options,
         schedule=schedule,

@@ -1,10 +1,13 @@
-"""Two voices on one connection: tagged audio streams, and the untagged one old clients send."""
+"""Two voices on one connection: tagged audio streams, and the untagged one old clients send;
+each counts its own byte offsets for acks."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
-from gateway.audio_streams import AudioStreams
+from gateway.audio_ledger import AudioRange
+from gateway.audio_streams import AudioRefusedError, AudioStreams
 from gateway.protocol import AudioConfig, ProtocolError
 from schemas.events import AudioChunk
 from tests.gateway.conftest import RunningGateway, read_events, receive_json
@@ -14,13 +17,22 @@ CUSTOMER = AudioConfig(speaker="customer", stream=2)
 
 
 def streams() -> tuple[AudioStreams, list[AudioChunk]]:
-    produced: list[AudioChunk] = []
-    audio = AudioStreams(
-        conversation_id="c1",
-        session_id="s1",
-        produce=lambda chunk, _received_at: produced.append(chunk),
-    )
+    audio, produced, _ = streams_with_ranges()
     return audio, produced
+
+
+def streams_with_ranges() -> tuple[AudioStreams, list[AudioChunk], list[AudioRange]]:
+    """Streams whose chunks are collected with the byte ranges they carry."""
+    produced: list[AudioChunk] = []
+    ranges: list[AudioRange] = []
+
+    def produce(chunk: AudioChunk, _received_at: float, piece: AudioRange | None) -> None:
+        produced.append(chunk)
+        if piece is not None:
+            ranges.append(piece)
+
+    audio = AudioStreams(conversation_id="c1", session_id="s1", produce=produce)
+    return audio, produced, ranges
 
 
 async def test_an_untagged_client_streams_exactly_as_before() -> None:
@@ -122,6 +134,65 @@ async def test_a_stream_may_change_its_format() -> None:
     assert [(c.encoding, len(c.audio)) for c in produced] == [("pcm_s16le", 1000), ("mulaw", 800)]
 
 
+async def test_each_stream_counts_its_own_offsets_over_its_audio_bytes() -> None:
+    audio, _, ranges = streams_with_ranges()
+    audio.configure(REP)
+    audio.configure(CUSTOMER)
+    audio.push(b"\x01" + bytes(3200), 0.0)
+    audio.push(b"\x02" + bytes(6400), 0.0)
+    audio.push(b"\x01" + bytes(3200), 0.0)
+    # The tag byte is not part of a stream: offsets count audio bytes, per stream.
+    assert [(r.stream, r.start, r.end) for r in ranges] == [
+        (1, 0, 3200),
+        (2, 0, 6400),
+        (1, 3200, 6400),
+    ]
+    assert audio.take_ack(1) is None  # nothing is stored yet
+    audio.settle(ranges[2])
+    assert audio.take_ack(1) is None  # the earlier range of stream 1 still waits
+    audio.settle(ranges[1])
+    assert (audio.take_ack(2), audio.take_ack(1)) == (6400, None)
+    audio.settle(ranges[0])
+    assert (audio.take_ack(1), audio.take_ack(1)) == (6400, None)  # each offset taken once
+
+
+async def test_a_refused_frame_names_its_streams_range_after_what_that_stream_held() -> None:
+    audio, produced, ranges = streams_with_ranges()
+    audio.configure(REP)
+    audio.configure(CUSTOMER)
+    audio.push(b"\x01" + bytes(1000), 0.0)  # held back by the framer
+    audio.push(b"\x02" + bytes(3200), 0.0)
+    with pytest.raises(AudioRefusedError) as caught:
+        audio.push(b"\x01" + bytes(641), 0.0)  # not whole samples
+    refused = caught.value.refused
+    assert (caught.value.code, refused.stream, refused.start, refused.size) == (
+        "bad_audio",
+        1,
+        1000,
+        641,
+    )
+    # The held 1000 bytes went out first, so stream 1 settles in order.
+    assert [(r.stream, r.start, r.end) for r in ranges] == [(2, 0, 3200), (1, 0, 1000)]
+    audio.settle(ranges[1])
+    assert audio.take_ack(1) == 1641
+    with pytest.raises(AudioRefusedError) as caught:
+        rate_limited = ProtocolError("rate_limited", "over the limit")
+        audio.push(b"\x02" + bytes(320), 0.0, refusal=rate_limited)
+    assert (caught.value.code, caught.value.refused.start) == ("rate_limited", 3200)
+    assert [c.speaker for c in produced] == ["customer", "rep"]
+
+
+async def test_an_offset_resumes_one_stream_and_never_goes_back() -> None:
+    audio, _, ranges = streams_with_ranges()
+    audio.configure(AudioConfig(speaker="rep", stream=1, offset=96_000))
+    audio.configure(AudioConfig(speaker="customer", stream=2))
+    assert (audio.take_ack(1), audio.take_ack(2)) == (96_000, None)
+    audio.push(b"\x01" + bytes(3200), 0.0)
+    assert [(r.stream, r.start) for r in ranges] == [(1, 96_000)]
+    with pytest.raises(ProtocolError, match="stream 1: offset 50 is behind"):
+        audio.configure(AudioConfig(speaker="rep", stream=1, offset=50))
+
+
 # --- through the gateway ---------------------------------------------------------------
 
 
@@ -173,4 +244,62 @@ async def test_a_bad_stream_tag_in_audio_config_is_refused(
         error = await receive_json(ws)
         assert (error["code"], "'stream'" in error["message"]) == ("bad_audio", True), error
     assert ws.closed is False
+    await ws.close()
+
+
+async def receive_stream_acks(
+    ws: aiohttp.ClientWebSocketResponse, until: dict[int, int]
+) -> list[dict[str, object]]:
+    """Audio acks and audio errors until each stream's ack reaches its offset in `until`."""
+    seen: list[dict[str, object]] = []
+    reached: dict[int, int] = {}
+    while any(reached.get(tag, -1) < offset for tag, offset in until.items()):
+        message = await receive_json(ws)
+        if "audio_offset" in message:
+            seen.append(message)
+            if message["type"] == "ack":
+                reached[message["stream"]] = message["audio_offset"]
+    return seen
+
+
+async def test_each_tagged_stream_is_acked_by_its_own_offsets(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    ws, _ = await shared_gateway.connect(conversation_id, client_id="page")
+    await ws.send_json({"type": "audio_config", "speaker": "rep", "stream": 1, "seq": 0})
+    await ws.send_json({"type": "audio_config", "speaker": "customer", "stream": 2, "seq": 1})
+    assert [await receive_json(ws) for _ in range(2)] == [
+        {"type": "ack", "seq": 0},
+        {"type": "ack", "seq": 1},
+    ]
+    await ws.send_bytes(b"\x01" + bytes(6400))
+    await ws.send_bytes(b"\x02" + bytes(3200))
+    acks = await receive_stream_acks(ws, {1: 6400, 2: 3200})
+    assert {(a["stream"], a["audio_offset"]) for a in acks} == {(1, 6400), (2, 3200)}
+    # A refused frame is named by its stream and range in that stream; acks move past it.
+    await ws.send_bytes(b"\x02" + bytes(641))
+    error = await receive_json(ws)
+    assert {k: error[k] for k in ("code", "stream", "audio_offset", "audio_bytes")} == {
+        "code": "bad_audio",
+        "stream": 2,
+        "audio_offset": 3200,
+        "audio_bytes": 641,
+    }
+    assert await receive_stream_acks(ws, {2: 3841}) == [
+        {"type": "ack", "audio_offset": 3841, "stream": 2}
+    ]
+    await ws.close()
+
+    # A new connection resumes each stream where the client says its unacked audio starts.
+    ws, _ = await shared_gateway.connect(conversation_id, client_id="page")
+    await ws.send_json({"type": "audio_config", "speaker": "rep", "stream": 1, "offset": 6400})
+    await ws.send_json({"type": "audio_config", "speaker": "customer", "stream": 2, "offset": 3841})
+    assert [await receive_json(ws) for _ in range(2)] == [
+        {"type": "ack", "audio_offset": 6400, "stream": 1},
+        {"type": "ack", "audio_offset": 3841, "stream": 2},
+    ]
+    await ws.send_bytes(b"\x01" + bytes(3200))
+    assert await receive_stream_acks(ws, {1: 9600}) == [
+        {"type": "ack", "audio_offset": 9600, "stream": 1}
+    ]
     await ws.close()

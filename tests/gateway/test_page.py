@@ -357,7 +357,11 @@ async def new_page(
 async def open_live(page: Page, stand_in: StandInGateway) -> StandInConnection:
     await page.goto(stand_in.page_url())
     session = await stand_in.next_session()
-    assert session.query == {"conversation_id": "c1", "token": GOOD_TOKEN}
+    # A random client_id per page load names the page's messages for resends (seq, offsets).
+    assert re.fullmatch(r"[0-9a-f]{32}", session.query.get("client_id", "")), session.query
+    assert session.query == {"conversation_id": "c1", "token": GOOD_TOKEN} | {
+        "client_id": session.query["client_id"]
+    }
     await session.ready()
     await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
     return session
@@ -369,12 +373,25 @@ async def settle(page: Page, session: StandInConnection, marker: str) -> None:
     await expect(page.get_by_test_id("transcript")).to_contain_text(marker)
 
 
-# Test instrumentation: every WebSocket the page creates, in order.
+# Test instrumentation: every WebSocket the page creates, in order, and the text frames it
+# sends and hears on them.
 SOCKET_SPY: Final = """
     window.__sockets = [];
+    window.__sent = [];
+    window.__heard = [];
     const RealWebSocket = window.WebSocket;
     window.WebSocket = class extends RealWebSocket {
-      constructor(...args) { super(...args); window.__sockets.push(this); }
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+        this.addEventListener("message", (event) => {
+          if (typeof event.data === "string") window.__heard.push(JSON.parse(event.data));
+        });
+      }
+      send(data) {
+        if (typeof data === "string") window.__sent.push(JSON.parse(data));
+        super.send(data);
+      }
     };
 """
 
@@ -668,7 +685,7 @@ async def test_reconnect_after_going_away_resumes_the_suggestion_seamlessly(
         await page.screenshot(path=str(ARTIFACTS_DIR / "page-reconnecting.png"))
 
         resumed = await stand_in.next_session()
-        assert resumed.query == {"conversation_id": "c1", "token": GOOD_TOKEN}
+        assert resumed.query == session.query  # the same page: the same client_id
         await resumed.ready()
         await expect(status).to_have_attribute("data-state", "live")
         await expect(status).to_have_text("live")
@@ -753,23 +770,36 @@ async def test_the_token_is_renewed_before_it_expires(
     stand_in.tokens.add(nearly_spent)
     async with new_page(browser) as page:
         await page.goto(stand_in.page_url(token=nearly_spent))
-        # The renewal is due at once, so it may land before or after the first socket opens:
-        # take the page's sessions until one carries the renewed token.
-        sessions = [await stand_in.next_session()]
-        while sessions[-1].query["token"] == nearly_spent:
-            sessions.append(await stand_in.next_session())
-        *before, renewed = sessions
-        assert len(before) <= 1, "one socket with the old token at most"
-        assert stand_in.renewals == [{"bearer": nearly_spent, "conversation_id": "c1"}]
-        assert renewed.query["token"] in stand_in.tokens
-        await renewed.ready()
+        session = await stand_in.next_session()
+        assert session.query["token"] == nearly_spent
+        # The renewal is due at once; it may come back before or after `ready`: either way the
+        # live session hears the new token in-band, and no second socket is opened.
+        await session.ready()
         await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
-        assert_configs_precede_audio(renewed)
+        await session.wait_until(
+            lambda: any(m.get("type") == "token" for m in session.messages), "a token message"
+        )
+        [renewal] = [m for m in session.messages if m.get("type") == "token"]
+        assert stand_in.renewals == [{"bearer": nearly_spent, "conversation_id": "c1"}]
+        assert renewal["token"] in stand_in.tokens and renewal["token"] != nearly_spent
+        assert isinstance(renewal["seq"], int)
         # The address carries the renewed token, so a reload still works.
-        assert f"token={renewed.query['token']}" in page.url
-        if before:
-            [old] = before
-            await old.wait_until(lambda: old.closed, "the old session to close")
+        await expect(page).to_have_url(re.compile(f"token={re.escape(renewal['token'])}"))
+        assert stand_in.sessions.empty()
+
+        # A later connection opens with the new token, and needs no renewal message.
+        await session.close(1001, "server going away")
+        resumed = await stand_in.next_session()
+        assert resumed.query["token"] == renewal["token"]
+        await resumed.ready()
+        await page.get_by_test_id("text-input").fill("after the reconnect")
+        await page.get_by_test_id("text-input").press("Enter")
+        # Frames keep their order: a token message would have come before this line.
+        await resumed.wait_until(
+            lambda: any(m.get("type") == "transcript_chunk" for m in resumed.messages),
+            "the typed line",
+        )
+        assert not any(m.get("type") == "token" for m in resumed.messages)
 
 
 async def test_page_without_credentials_explains_itself(
@@ -798,8 +828,13 @@ def voice_frames(session: StandInConnection, tag: int | None) -> list[bytes]:
 
 
 def assert_configs_precede_audio(session: StandInConnection) -> None:
+    # Sent as messages they have a seq; a resumed session is told where in each stream the
+    # resent frames start (offset).
     configs = {
-        item["stream"]: (i, item)
+        item["stream"]: (
+            i,
+            {key: value for key, value in item.items() if key not in ("seq", "offset")},
+        )
         for i, item in enumerate(session.received)
         if isinstance(item, dict) and item.get("type") == "audio_config"
     }
@@ -1052,6 +1087,7 @@ async def test_keyboard_only_flow(browser: Chromium, stand_in: StandInGateway) -
 
         await session.wait_until(typed, "the typed transcript chunk")
         chunk = next(m for m in session.messages if m.get("type") == "transcript_chunk")
+        assert isinstance(chunk.pop("seq"), int)  # acked by seq, resent until then
         assert chunk == {
             "type": "transcript_chunk",
             "text": "Let me pull up your invoice.\nOne moment.",
@@ -1098,6 +1134,7 @@ async def test_keyboard_only_call_controls(browser: Chromium, stand_in: StandInG
             lambda: any(m.get("type") == "context" for m in session.messages), "the profile"
         )
         context = next(m for m in session.messages if m.get("type") == "context")
+        assert isinstance(context.pop("seq"), int)  # acked by seq, resent until then
         assert context == {
             "type": "context",
             "profile": {"name": "Dana Reyes", "notes": "Charged twice in May."},
@@ -1116,7 +1153,7 @@ async def test_keyboard_only_call_controls(browser: Chromium, stand_in: StandInG
         for test_id in ("start", "stop", "end-call", "text-input", "rep-device", "context-save"):
             await expect(page.get_by_test_id(test_id)).to_be_disabled()
         frames_at_end = len(session.frames)
-        assert session.messages[-1] == {"type": "end"}
+        assert {k: v for k, v in session.messages[-1].items() if k != "seq"} == {"type": "end"}
         assert stand_in.sessions.empty(), "an ended call does not reconnect"
         assert len(session.frames) == frames_at_end
 
@@ -1404,10 +1441,20 @@ async def test_the_page_renews_its_token_with_the_real_gateway(
     async with new_page(browser) as page:
         await page.add_init_script(SOCKET_SPY)
         await page.goto(f"{gateway.url}/?conversation_id={cid}&token={nearly_spent}")
-        await page.wait_for_function("window.__sockets.length === 2")
         await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+        # The live session takes the new token in-band: the gateway acks it by its seq.
+        await page.wait_for_function(
+            """() => window.__sent.some((sent) => sent.type === "token" &&
+                 window.__heard.some((m) => m.type === "ack" && m.seq === sent.seq))"""
+        )
+        assert await page.evaluate("window.__sockets.length") == 1
+        assert not await page.evaluate(
+            "window.__heard.some((m) => m.type === 'error' && m.code === 'bad_token')"
+        )
         renewed = re.search(r"token=([^&]+)", page.url)
         assert renewed is not None and renewed.group(1) != nearly_spent
+        sent = await page.evaluate("window.__sent.find((m) => m.type === 'token').token")
+        assert sent == renewed.group(1)
         claims = gateway.signer.verify(renewed.group(1), conversation_id=cid)
         assert claims.rep == "sam"
         assert claims.expires_at > time.time() + 7 * 3600

@@ -106,12 +106,14 @@ async def test_a_reconnecting_client_gets_the_text_so_far_then_the_rest(
     where: str, system: LocalSystem, rep_client: RepClientFactory
 ) -> None:
     conversation = f"conv-{uuid.uuid4().hex[:8]}"
+    # The other gateway is up before the suggestion starts: starting a process can take longer
+    # than the suggestion streams, and a reconnect only resumes a suggestion still in flight.
+    ws_url = system.ws_url if where == "same gateway" else await _second_gateway(system)
     async with rep_client(conversation) as before:
         await before.say("What happens if we want to cancel after the first year?")
         seen = await before.wait_for("suggestion_delta", count=2)
     turn_id = seen[0]["turn_id"]
 
-    ws_url = system.ws_url if where == "same gateway" else await _second_gateway(system)
     async with rep_client(conversation, ws_url=ws_url) as after:
         [complete] = await after.wait_for("suggestion_complete", turn_id=turn_id)
         resumed = after.of_type("suggestion_delta", turn_id=turn_id)

@@ -15,7 +15,7 @@ import pytest
 from schemas.events import AudioChunk
 from teleprompter.bench.twilio_call import REP_GREETING, TwilioCall, call_speech
 from teleprompter.local_system import LocalSystem
-from tests.gateway.conftest import GatewayFactory, RunningGateway, read_events
+from tests.gateway.conftest import GatewayFactory, RunningGateway, read_events, sample
 from tests.system_fixtures import RepClientFactory
 from tests.waiting import wait_until
 
@@ -165,6 +165,62 @@ async def test_the_stream_ends_when_its_token_expires(
         await wait_until(lambda: time.time() > expires_at + 1.0, timeout_s=TIMEOUT_S, what="expiry")
         await call.media("inbound", b"\xff" * 160)
         assert await closed_with(call) == (4001, "token_expired")
+
+
+async def test_a_stream_that_never_starts_is_cut_after_a_few_frames(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    async with twilio_call(shared_gateway, conversation_id, token="unused") as call:
+        for _ in range(5):  # Twilio sends `connected`, then `start`
+            await call.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        assert (await closed_with(call))[0] == 1008
+
+
+async def test_a_call_at_twilios_pace_fits_the_conversations_rate_limit(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    # The default rate, with a burst too small to hide a rate that does not keep up.
+    gateway = await gateway_factory(
+        ws_rate_burst_messages=100, ws_rate_burst_bytes=64 * 1024, max_msg_size=64 * 1024
+    )
+    assert gateway.settings.ws_rate_messages_per_s == 200.0
+    async with twilio_call(gateway, conversation_id) as call:
+        await call.start()
+        await call.play({"inbound": b"\x11" * 24_000, "outbound": b"\x22" * 24_000})  # 3 s
+        await call.stop()
+        assert await closed_with(call) == (1000, "")
+    dropped = sample(
+        gateway.metrics, "teleprompter_gateway_protocol_errors_total", code="rate_limited"
+    )
+    assert dropped == 0
+
+
+async def test_a_flood_is_cut_to_the_budget_the_call_shares_with_the_reps_socket(
+    gateway_factory: GatewayFactory, conversation_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.telephony.media_stream")
+    # 40 frames, then (almost) nothing: a refill of one frame per 100 s.
+    gateway = await gateway_factory(ws_rate_messages_per_s=0.01, ws_rate_burst_messages=40)
+    rep, _ = await gateway.connect(conversation_id)
+
+    def dropped() -> float:
+        return sample(
+            gateway.metrics, "teleprompter_gateway_protocol_errors_total", code="rate_limited"
+        )
+
+    async with twilio_call(gateway, conversation_id) as call:
+        await call.start()
+        for n in range(100):  # unpaced: as fast as the socket takes them
+            await call.media("inbound", bytes([n]) * 160)
+        await wait_until(lambda: dropped() >= 60, timeout_s=TIMEOUT_S, what="60 frames dropped")
+        assert dropped() == 60
+        assert "frames over the conversation's rate limit dropped" in caplog.text
+        # The call spent the conversation's budget: the rep's socket is over it too.
+        await rep.send_json({"type": "transcript_chunk", "text": "Hello.", "seq": 1})
+        reply = await rep.receive_json(timeout=TIMEOUT_S)
+        assert (reply["type"], reply["code"], reply["seq"]) == ("error", "rate_limited", 1)
+        assert not call.ws.closed  # dropped, not cut off: Twilio has no channel for an error
+    await rep.close()
 
 
 # --- the whole system ---------------------------------------------------------------------------
