@@ -359,15 +359,25 @@ class Ready:
 
 @dataclass(frozen=True, kw_only=True)
 class Transcript:
-    """Speech the recogniser heard."""
+    """Speech the recogniser heard. A final with `revision` > 0 replaces the text of the earlier
+    final with the same `segment_id` (the recogniser re-decoded the whole utterance)."""
 
     speaker: Speaker
     text: str
     final: bool
+    segment_id: str = ""
+    revision: int = 0
 
     def to_json(self) -> str:
         return _dumps(
-            {"type": "transcript", "speaker": self.speaker, "text": self.text, "final": self.final}
+            {
+                "type": "transcript",
+                "speaker": self.speaker,
+                "text": self.text,
+                "final": self.final,
+                "segment_id": self.segment_id,
+                "revision": self.revision,
+            }
         )
 
 

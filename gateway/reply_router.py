@@ -65,7 +65,13 @@ def reply_message(event: Event) -> ServerMessage | None:
     if isinstance(event, LlmStatus):
         return Status(llm=event.llm, reason=event.reason)
     if isinstance(event, TranscriptSegment) and event.text:
-        return Transcript(speaker=event.speaker, text=event.text, final=event.final)
+        return Transcript(
+            speaker=event.speaker,
+            text=event.text,
+            final=event.final,
+            segment_id=event.segment_id,
+            revision=event.revision,
+        )
     return None
 
 

@@ -172,8 +172,7 @@ class SuggestionPipeline:
                 await self._end(cid, partition=partition)
                 continue
             if segment.final and segment.text.strip():
-                context = self.contexts.get(cid)
-                context.add_segment(segment)
+                context = self.contexts.record(segment)  # a revision replaces its segment's text
                 self.contexts.save(cid)
                 self.summarizer.consider(context)
             turn = self.coalescer.accept(segment, now_ms=_now_ms())
@@ -240,6 +239,7 @@ class SuggestionPipeline:
             text=recognized.text,
             final=recognized.final,
             source="asr",
+            revision=recognized.revision,
         )
         if recognized.speech_end_wall_ms is not None:
             segment.trace["speech_end"] = recognized.speech_end_wall_ms
