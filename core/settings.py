@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         description="HMAC key for client tokens; unset means a generated one under data_dir.",
     )
     token_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    token_max_lifetime_s: float = Field(
+        default=24 * 3600.0, gt=0, description="how long renewals may keep one link alive"
+    )
     max_msg_size: int = Field(
         default=512 * 1024,
         ge=1024,

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
 SAMPLE_RATES: Final = (8000, 16000)
+MAX_STREAM_TAG: Final = 255  # a stream tag is the first byte of each of its binary frames
 # `seq` and audio offsets are JSON numbers: keep them exact in every client language.
 MAX_SEQ: Final = 2**53 - 1
 # An error quotes at most this much of what the client sent, so a flood of bad 1 MB frames
@@ -94,14 +95,15 @@ class TranscriptChunk:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioConfig:
-    """How the binary frames that follow are encoded, and where in the client's audio stream
-    they start (`offset`, bytes; None continues the connection's count)."""
+    """How the binary frames that follow are encoded (with `stream`, those tagged with it),
+    and where in that audio stream they start (`offset`, bytes; None continues the count)."""
 
     type: ClassVar[str] = "audio_config"
 
     encoding: AudioEncoding = "pcm_s16le"
     sample_rate: int = 16000
     speaker: Speaker = "customer"
+    stream: int | None = None
     offset: int | None = None
     seq: int | None = None
 
@@ -283,9 +285,22 @@ def _audio_config(data: dict[str, Any], seq: int | None) -> AudioConfig:
         encoding=encoding,
         sample_rate=int(sample_rate),
         speaker=_speaker(data),
+        stream=_stream_tag(data),
         offset=_optional_count(data, "offset", code="bad_audio"),
         seq=seq,
     )
+
+
+def _stream_tag(data: dict[str, Any]) -> int | None:
+    tag = data.get("stream")
+    if tag is None:
+        return None
+    if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag <= MAX_STREAM_TAG:
+        raise ProtocolError(
+            "bad_audio",
+            f"'stream' must be an integer from 0 to {MAX_STREAM_TAG}, not {quote(tag)}",
+        )
+    return tag
 
 
 def _profile(data: dict[str, Any]) -> dict[str, Any]:
@@ -456,7 +471,8 @@ class Throttled:
 class ErrorMessage:
     """A message the server could not take; the connection stays open.
 
-    `seq` names the client message; `audio_offset` and `audio_bytes` the audio refused.
+    `seq` names the client message; `audio_offset` and `audio_bytes` the audio refused, of
+    the tagged stream `stream` (None: the connection's one untagged stream).
     """
 
     code: ErrorCode
@@ -464,6 +480,7 @@ class ErrorMessage:
     seq: int | None = None
     audio_offset: int | None = None
     audio_bytes: int | None = None
+    stream: int | None = None
 
     def to_json(self) -> str:
         message = self.message
@@ -476,16 +493,20 @@ class ErrorMessage:
         if self.audio_offset is not None:
             payload["audio_offset"] = self.audio_offset
             payload["audio_bytes"] = self.audio_bytes or 0
+            if self.stream is not None:
+                payload["stream"] = self.stream
         return _dumps(payload)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Ack:
     """Kafka has stored a client message (`seq`), or every audio byte before `audio_offset`
-    has an outcome: stored, or refused by an `error` naming its range."""
+    has an outcome: stored, or refused by an `error` naming its range. Offsets count each
+    tagged `stream` on its own (None: the connection's one untagged stream)."""
 
     seq: int | None = None
     audio_offset: int | None = None
+    stream: int | None = None
 
     def to_json(self) -> str:
         payload: dict[str, Any] = {"type": "ack"}
@@ -493,6 +514,8 @@ class Ack:
             payload["seq"] = self.seq
         if self.audio_offset is not None:
             payload["audio_offset"] = self.audio_offset
+            if self.stream is not None:
+                payload["stream"] = self.stream
         return _dumps(payload)
 
 

@@ -117,6 +117,7 @@ class SuggestionPipeline:
             ),
             compose=self._compose,
             publish=self._publish_suggestion,
+            redeliver=self._redeliver_suggestion,
             ledger=self.ledger,
             health=self.health,
             answer_window_s=settings.turn_recovery_window_s,
@@ -424,6 +425,13 @@ class SuggestionPipeline:
             await self._send(route.reply_topic, event)
         if event.kind != "delta":
             await self._send(self.catalog.suggestions.name, event)
+
+    async def _redeliver_suggestion(self, event: SuggestionEvent) -> None:
+        """Again to the conversation's client only: not an outcome (the suggestions topic and
+        the metrics have it already)."""
+        route = self.routes.get(event.conversation_id)
+        if route is not None:
+            await self._send(route.reply_topic, event)
 
     async def _publish_summary(self, summary: ConversationSummary) -> None:
         await self._send(self.catalog.summaries.name, summary)

@@ -67,6 +67,12 @@ class SuggestionStreamer:
 
     With a `ledger`, a turn is answered at most once (one delivered again is skipped), and the
     open turn is durable, so that after a crash the partition's next owner ends it (`recover`).
+
+    `resume` (the conversation moved to a new session) re-sends what that session may have
+    missed through `redeliver` (to the client only; `publish` by default): the in-flight
+    suggestion's text so far, or, when none is in flight, how the last one ended, since a
+    suggestion can end in the gap between the old socket closing and the new one opening.
+    Neither is a new outcome: the turn's one outcome was published (and recorded) already.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class SuggestionStreamer:
         gate: AdmissionGate,
         compose: Compose,
         publish: Publish,
+        redeliver: Publish | None = None,
         ledger: TurnLedger | None = None,
         health: LlmHealth | None = None,
         answer_window_s: float = RECOVERY_ANSWER_WINDOW_S,
@@ -82,12 +89,16 @@ class SuggestionStreamer:
         self._gate = gate
         self._compose = compose
         self._publish = publish
+        self._redeliver = redeliver or publish
         self._ledger = ledger
         self._health = health
         self._answer_window_s = answer_window_s
         self._in_flight: dict[str, _InFlight] = {}
         # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
         self._taking: set[str] = set()
+        # conversation -> how its last suggestion ended, as a reconnecting client is told it;
+        # in memory only: a reconnect is answered by the worker that saw the end.
+        self._last_endings: dict[str, tuple[SuggestionEvent, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -116,6 +127,8 @@ class SuggestionStreamer:
             turn = await self._end_current(turn)
         finally:
             self._taking.discard(turn.conversation_id)
+        # The new suggestion is what a reconnecting client needs now.
+        self._last_endings.pop(turn.conversation_id, None)
         if self._ledger is not None:
             self._ledger.open(turn, partition=partition, opened_ms=now_ms(), offset=offset)
         task = asyncio.get_running_loop().create_task(
@@ -166,13 +179,19 @@ class SuggestionStreamer:
         await self.submit(retry, partition=orphan.partition)
 
     async def resume(self, conversation_id: str) -> None:
-        """Re-send the in-flight suggestion's text so far (its route changed)."""
+        """Re-send the in-flight suggestion's text so far, or how the last one ended (its
+        route changed)."""
         flight = self._in_flight.get(conversation_id)
-        if flight is not None and flight.seq > 0:
-            await self._publish(self._event(flight, kind="delta", text=flight.text))
+        if flight is not None:
+            if flight.seq > 0:
+                await self._redeliver(self._event(flight, kind="delta", text=flight.text))
+            return
+        for event in self._last_endings.get(conversation_id, ()):
+            await self._redeliver(event)
 
     async def end(self, conversation_id: str) -> None:
         """The conversation ended: its in-flight suggestion is cancelled (`conversation_ended`)."""
+        self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.task.cancel()
@@ -182,6 +201,7 @@ class SuggestionStreamer:
     def forget(self, conversation_id: str) -> None:
         """Stop the conversation's suggestion without a word: another worker takes it over
         (its turn stays open in the ledger, and that worker ends it)."""
+        self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.task.cancel()
@@ -190,6 +210,7 @@ class SuggestionStreamer:
         """Stop every stream; their turns stay open in the ledger for the next owner."""
         tasks = [flight.task for flight in self._in_flight.values()]
         self._in_flight.clear()
+        self._last_endings.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -244,10 +265,27 @@ class SuggestionStreamer:
     async def _finish(
         self, flight: _InFlight, *, kind: SuggestionKind, text: str = "", reason: str = ""
     ) -> None:
+        outcome = self._event(flight, kind=kind, text=text, reason=reason)
+        if kind != "cancelled":
+            self._keep_ending(flight, outcome)
         # Published first, recorded second: a crash in between can only add a second outcome
         # (worker_lost) to an ended turn, never leave one without any.
-        await self._publish(self._event(flight, kind=kind, text=text, reason=reason))
+        await self._publish(outcome)
         self._close(flight.turn)
+
+    def _keep_ending(self, flight: _InFlight, outcome: SuggestionEvent) -> None:
+        """Keep how `flight` ended until the next turn, for a client that reconnects after it:
+        the whole text first (the delta a reconnecting client gets), then the outcome.
+
+        A superseded suggestion is not kept: the next one is already on its way. The copies
+        carry no trace or timings: they are not a second outcome, and nothing times them again.
+        """
+        replay = [outcome]
+        if flight.seq:
+            replay.insert(0, self._event(flight, kind="delta", text=flight.text))
+        self._last_endings[flight.turn.conversation_id] = tuple(
+            replace(event, trace={}, timings={}) for event in replay
+        )
 
     def _close(self, turn: Turn) -> None:
         if self._ledger is not None:

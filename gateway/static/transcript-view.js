@@ -1,5 +1,6 @@
 /**
- * The live transcript: one line per utterance, partials greyed until their final arrives.
+ * The live transcript: one line per utterance, partials greyed until their final arrives, and a
+ * revised final (a higher `revision` of the same `segment_id`) rewriting its line in place.
  */
 
 const SPEAKER_LABELS = Object.freeze({ customer: "Customer", rep: "You" });
@@ -29,6 +30,8 @@ export class TranscriptView {
     this.partialLines = new Map();
     /** segment_id -> the line its final filled, for revisions */
     this.segmentLines = new Map();
+    /** speaker -> its latest final line: what a revision without a segment id revises */
+    this.finalLines = new Map();
     this.pendingTyped = [];
   }
 
@@ -36,17 +39,19 @@ export class TranscriptView {
   showRecognised({ speaker = "customer", text = "", final = true, segment_id = "", revision = 0 }) {
     const follow = this.#atBottom();
     const partial = this.partialLines.get(speaker);
-    const revised = revision > 0 ? this.segmentLines.get(segment_id) : undefined;
-    if (final && revised?.isConnected) {
+    const revised = final && revision > 0 ? this.#revisedLine(speaker, segment_id) : null;
+    if (revised) {
       // The whole utterance re-decoded: its line is rewritten, its newer partial dropped.
       this.partialLines.delete(speaker);
       if (partial && partial !== revised) partial.remove();
       this.#fill(revised, text, true);
+      revised.dataset.revision = String(revision);
     } else if (final) {
       this.partialLines.delete(speaker);
       if (!partial && this.#confirmTyped(speaker, text)) return;
       const line = partial ?? this.#append(speaker);
       this.#fill(line, text, true);
+      this.finalLines.set(speaker, line);
       if (segment_id) {
         this.segmentLines.set(segment_id, line);
         if (this.segmentLines.size > MAX_REVISABLE) {
@@ -70,6 +75,11 @@ export class TranscriptView {
     this.pendingTyped.push({ speaker, text: normalise(text) });
     if (this.pendingTyped.length > MAX_PENDING_TYPED) this.pendingTyped.shift();
     if (follow) this.#scrollToEnd();
+  }
+
+  #revisedLine(speaker, segmentId) {
+    const line = segmentId ? this.segmentLines.get(segmentId) : this.finalLines.get(speaker);
+    return line?.isConnected ? line : null;
   }
 
   #confirmTyped(speaker, text) {
