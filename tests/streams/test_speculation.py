@@ -48,7 +48,9 @@ class ScriptedEndpoint:
         try:
             while (fragment := await call.fragments.get()) is not None:
                 if fragment == ERROR:
-                    raise LlmError("LLM endpoint answered 503", kind="unavailable", url="http://llm")
+                    raise LlmError(
+                        "LLM endpoint answered 503", kind="unavailable", url="http://llm"
+                    )
                 yield fragment
             completed = True
         finally:
@@ -382,7 +384,9 @@ def test_prompts_match_whatever_their_case_punctuation_and_spacing() -> None:
     assert prompt_key(prompt("Customer: I was charged twice.")) == prompt_key(
         prompt("customer:  i was charged TWICE")
     )
-    assert prompt_key(prompt("Customer: I don't know")) == prompt_key(prompt("Customer: I dont know"))
+    assert prompt_key(prompt("Customer: I don't know")) == prompt_key(
+        prompt("Customer: I dont know")
+    )
 
 
 def test_prompts_with_other_words_or_roles_do_not_match() -> None:
