@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
 
 from schemas.events import Speaker, SuggestionEvent, TranscriptSegment, Turn
 from streams.admission import AdmissionGate
@@ -14,7 +20,10 @@ from streams.llm import LlmError
 from streams.prompt import ChatMessage, ConversationContext, Prompt, PromptBuilder
 from streams.speculation import SpeculationOutcome, Speculator, prompt_key
 from streams.suggester import SuggestionStreamer
-from tests.waiting import wait_until
+from teleprompter.local_system import LocalSystem
+from tests.rep_client import RepClient
+from tests.system_fixtures import RepClientFactory, system_settings
+from tests.waiting import wait_until, wait_until_async
 
 ERROR = "<error>"
 
@@ -395,3 +404,106 @@ def test_prompts_with_other_words_or_roles_do_not_match() -> None:
     )
     system = Prompt(messages=(ChatMessage(role="system", content="Customer: hi"),))
     assert prompt_key(system) != prompt_key(prompt("Customer: hi"))
+
+
+# --- the real system: rep's WebSocket, gateway, Kafka, worker, LLM simulator --------------------
+
+
+async def endpoint_requests(system: LocalSystem, *, since_ms: float) -> dict[str, dict[str, Any]]:
+    """Streamed requests the LLM simulator received since `since_ms`, by request id."""
+    url = f"{system.resolved.llm_base_url}/sim/stats"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(url, params={"limit": "100"}) as response,
+    ):
+        body = await response.json()
+    return {
+        rid: record
+        for rid, record in body["requests"].items()
+        if record["stream"] and record["started_at_ms"] >= since_ms
+    }
+
+
+def one_suggestion_in_order(rep: RepClient) -> dict[str, Any]:
+    """The only suggestion the screen got, checked whole: deltas in order, then complete."""
+    [complete] = rep.of_type("suggestion_complete")
+    assert {m["turn_id"] for m in rep.received if "turn_id" in m} == {complete["turn_id"]}
+    deltas = rep.of_type("suggestion_delta")
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    text = "".join(d["text"] for d in deltas)
+    assert [d["fullText"] for d in deltas] == [text[: len(d["fullText"])] for d in deltas]
+    assert complete["text"] == text.strip()
+    assert rep.of_type("suggestion_cancelled") == [] == rep.of_type("suggestion_failed")
+    return complete
+
+
+async def test_an_unfinished_sentence_is_answered_by_the_stream_started_during_its_pause(
+    system: LocalSystem, rep_client: RepClientFactory
+) -> None:
+    async with rep_client() as rep:
+        await rep.say("we were hoping to roll this out to the whole team")
+        await rep.wait_for("suggestion_complete")
+        complete = one_suggestion_in_order(rep)
+
+    # The LLM was asked before the turn existed: the speculation became the suggestion.
+    assert complete["timings"]["suggest_in->llm_request"] < 0
+    requests = await endpoint_requests(system, since_ms=0)
+    assert requests[complete["turn_id"]]["outcome"] == "completed"
+
+
+@pytest.fixture(scope="module", params=["speculative", "not speculative"])
+async def patient_system(
+    request: pytest.FixtureRequest,
+    bootstrap_servers: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[LocalSystem]:
+    """A system whose turns wait 3 s for the customer to go on: time for a test to act within
+    the pause on a loaded machine; speculation starts at a 100 ms pause, or not at all."""
+    settings = system_settings(
+        bootstrap_servers,
+        tmp_path_factory.mktemp("patient"),
+        turn_pause_ms=3000.0,
+        speculation_pause_ms=100.0,
+        speculative_suggestions=request.param == "speculative",
+    )
+    async with LocalSystem(settings=settings) as running:
+        yield running
+
+
+@pytest.mark.slow  # two systems of their own
+async def test_words_that_go_on_get_one_suggestion_and_any_speculation_is_closed_unseen(
+    patient_system: LocalSystem,
+) -> None:
+    speculative = patient_system.resolved.speculative_suggestions
+    cid = f"conv-{uuid.uuid4().hex[:8]}"
+    client = RepClient(
+        ws_url=patient_system.ws_url, conversation_id=cid, token=patient_system.token(cid)
+    )
+    since_ms = time.time() * 1000.0
+    async with client as rep:
+        await rep.say("we already use one of your competitors")
+        if speculative:
+
+            async def speculating() -> bool:
+                return len(await endpoint_requests(patient_system, since_ms=since_ms)) == 1
+
+            await wait_until_async(speculating, what="a speculation at the endpoint")
+            [speculated] = await endpoint_requests(patient_system, since_ms=since_ms)
+        await rep.say("but honestly they are cheaper")
+        await rep.wait_for("suggestion_complete", timeout_s=30)
+        complete = one_suggestion_in_order(rep)
+
+    turn_id = complete["turn_id"]
+    requests = await endpoint_requests(patient_system, since_ms=since_ms)
+    if speculative:
+        assert set(requests) == {speculated, turn_id}  # the first closed, the second answered
+
+        async def closed_early() -> bool:
+            found = await endpoint_requests(patient_system, since_ms=since_ms)
+            return bool(found[speculated]["outcome"] == "disconnected")
+
+        await wait_until_async(closed_early, what="the speculation's stream closed early")
+        assert complete["timings"]["suggest_in->llm_request"] < 0
+    else:
+        assert set(requests) == {turn_id}  # asked once, when the pause made the turn
+        assert complete["timings"]["suggest_in->llm_request"] >= 0
