@@ -78,10 +78,11 @@ class Pacing:
     reply_delay_s: tuple[float, float] = (0.8, 2.0)  # the rep reads the suggestion first
     rep_speaks_s: tuple[float, float] = (3.0, 7.0)
     pause_s: tuple[float, float] = (0.5, 1.5)  # before the customer speaks again
-    # At a comma in an unpunctuated line: the customer pauses (shorter than the 0.6 s turn
-    # pause), and the recogniser's first interim transcript comes soon after speech resumes.
-    phrase_pause_s: tuple[float, float] = (0.15, 0.35)
-    resumed_partial_s: float = 0.2
+    # At a comma in an unpunctuated line: the customer pauses, and the recogniser's first
+    # interim transcript comes soon after speech resumes, well inside the 0.6 s turn pause
+    # (0.25-0.45 s after the first phrase's final): one turn per line, even under load.
+    phrase_pause_s: tuple[float, float] = (0.1, 0.3)
+    resumed_partial_s: float = 0.15
 
 
 @dataclass(frozen=True, kw_only=True)
