@@ -113,8 +113,10 @@ class Speculation:
         self._slot = slot
         self.requested_ms = now_ms()
         self._task = asyncio.get_running_loop().create_task(
-            self._read(slot), name=f"speculate-{self.conversation_id}"
+            self._read(), name=f"speculate-{self.conversation_id}"
         )
+        # A task cancelled before it ever ran skips its own `finally`: release here instead.
+        self._task.add_done_callback(lambda _: self._closed(slot))
         return True
 
     @property
@@ -168,7 +170,7 @@ class Speculation:
         if self._state != "complete":
             raise RuntimeError(f"the speculative stream of {self.conversation_id} {self._state}")
 
-    async def _read(self, slot: LentSlot) -> None:
+    async def _read(self) -> None:
         try:
             async for fragment in self._stream(self._prompt, self.request_id):
                 if not fragment:
@@ -182,16 +184,17 @@ class Speculation:
             self._state, self._error = "failed", exc
             logger.info("speculation for %s failed: %s", self.conversation_id, exc)
             self._end("failed")
-        except asyncio.CancelledError:
-            self._state = "cancelled"
-            raise
         except Exception:
             self._state = "failed"
             logger.exception("speculation for %s failed", self.conversation_id)
             self._end("failed")
-        finally:
-            slot.release()
-            self._arrived.set()
+
+    def _closed(self, slot: LentSlot) -> None:
+        """The LLM stream is over, however it ended: its slot goes back, a reader wakes."""
+        if self._state == "streaming":
+            self._state = "cancelled"
+        slot.release()
+        self._arrived.set()
 
     def _end(self, outcome: SpeculationOutcome) -> None:
         if self.outcome is None:

@@ -18,7 +18,7 @@ from streams.admission import AdmissionGate
 from streams.coalescer import TurnCoalescer
 from streams.llm import LlmError
 from streams.prompt import ChatMessage, ConversationContext, Prompt, PromptBuilder
-from streams.speculation import SpeculationOutcome, Speculator, prompt_key
+from streams.speculation import Speculation, SpeculationOutcome, Speculator, prompt_key
 from streams.suggester import SuggestionStreamer
 from teleprompter.local_system import LocalSystem
 from tests.rep_client import RepClient
@@ -383,6 +383,23 @@ async def test_close_cancels_every_speculation_and_waits_for_their_streams() -> 
     await worker.speculator.close()
     assert [call.ended for call in calls] == ["closed early", "closed early"]
     assert worker.outcomes == ["lost", "lost"] and worker.gate.active == 0
+
+
+async def test_a_speculation_cancelled_before_it_ever_ran_gives_its_slot_back() -> None:
+    gate = AdmissionGate(max_active=1)
+    ended: list[SpeculationOutcome] = []
+    speculation = Speculation(
+        conversation_id="c1",
+        request_id="t1",
+        prompt=prompt("Customer: hello"),
+        key="customer hello",
+        stream=ScriptedEndpoint().stream,
+        on_end=lambda _, outcome: ended.append(outcome),
+    )
+    assert speculation.begin(gate) and gate.active == 1
+    speculation.drop("speech")  # in the same step: its task has not run at all
+    await speculation.wait_closed()
+    assert gate.active == 0 and ended == ["speech"]
 
 
 def prompt(text: str) -> Prompt:
