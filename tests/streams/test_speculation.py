@@ -167,6 +167,7 @@ async def test_the_turn_takes_the_speculation_and_gets_what_it_held_at_once_then
     assert worker.published == []  # held back: the words are not a turn yet
 
     turn = await worker.pause()
+    await wait_until(lambda: worker.kinds() == ["delta"], what="the held text released")
     call.say("great.", done=True)
     await wait_until(lambda: worker.kinds()[-1:] == ["complete"], what="complete")
 
