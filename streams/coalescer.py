@@ -141,6 +141,13 @@ class TurnCoalescer:
         pending.deadline_ms = now_ms + self._pause_ms
         return None
 
+    def waiting_segments(self, conversation_id: str) -> tuple[str, ...] | None:
+        """The segment ids of customer words waiting for a pause to become a turn, if any."""
+        state = self._conversations.get(conversation_id)
+        if state is None or state.pending is None or state.pending.deadline_ms is None:
+            return None
+        return tuple(state.pending.segment_ids)
+
     def next_deadline_ms(self) -> float | None:
         """When the earliest waiting turn is due, for the agent's timer."""
         deadlines = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -14,6 +15,7 @@ from streams.admission import AdmissionGate, AdmissionRefusedError
 from streams.ledger import OpenTurn, TurnLedger
 from streams.llm import LlmError
 from streams.llm_health import LlmHealth
+from streams.speculation import Speculation, Speculator
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class SuggestionStreamer:
     suggestion's text so far, or, when none is in flight, how the last one ended, since a
     suggestion can end in the gap between the old socket closing and the new one opening.
     Neither is a new outcome: the turn's one outcome was published (and recorded) already.
+
+    With a `speculator`, a turn whose prompt a speculation was already answering takes that
+    stream (and its LLM slot) instead of asking the LLM again: streams/speculation.py.
     """
 
     def __init__(
@@ -85,8 +90,10 @@ class SuggestionStreamer:
         ledger: TurnLedger | None = None,
         health: LlmHealth | None = None,
         answer_window_s: float = RECOVERY_ANSWER_WINDOW_S,
+        speculator: Speculator | None = None,
     ) -> None:
         self._gate = gate
+        self._speculator = speculator
         self._compose = compose
         self._publish = publish
         self._redeliver = redeliver or publish
@@ -220,17 +227,18 @@ class SuggestionStreamer:
 
     async def _stream(self, turn: Turn) -> None:
         cid = turn.conversation_id
+        speculation = self._speculator.claim(turn) if self._speculator is not None else None
         try:
-            async with self._gate.slot():
+            async with self._llm_slot(speculation):
                 flight = self._in_flight.get(cid)
                 if flight is None or flight.turn.turn_id != turn.turn_id:
                     return
-                turn.stamp("llm_request")
-                async for fragment in self._compose(turn):
+                async for fragment in self._fragments(turn, speculation):
                     if not fragment:
                         continue
                     if flight.seq == 0:
-                        turn.stamp("llm_first_token")
+                        # An adopted speculation's first token may predate the turn: kept as is.
+                        turn.trace.setdefault("llm_first_token", now_ms())
                         if self._health is not None:
                             self._health.succeeded()
                     flight.seq += 1
@@ -256,6 +264,25 @@ class SuggestionStreamer:
             current = self._in_flight.get(cid)
             if current is not None and current.turn.turn_id == turn.turn_id:
                 del self._in_flight[cid]
+
+    @contextlib.asynccontextmanager
+    async def _llm_slot(self, speculation: Speculation | None) -> AsyncIterator[None]:
+        """A stream slot for the body: a new one, or the one the adopted speculation holds
+        (whose LLM stream is closed when the body ends, however it ends)."""
+        if speculation is None:
+            async with self._gate.slot():
+                yield
+            return
+        try:
+            yield
+        finally:
+            speculation.close()
+
+    def _fragments(self, turn: Turn, speculation: Speculation | None) -> AsyncIterator[str]:
+        if speculation is not None:
+            return speculation.adopt(turn)
+        turn.stamp("llm_request")
+        return self._compose(turn)
 
     async def _fail(self, turn: Turn, *, reason: str) -> None:
         failed = self._in_flight.get(turn.conversation_id)

@@ -271,6 +271,19 @@ def token(
     show_default=True,
     help="Seconds after which an unanswered turn counts as lost.",
 )
+@click.option(
+    "--speculative/--no-speculative",
+    default=None,
+    help="Speculative suggestions in the system the bench starts (default: the setting, on).",
+)
+@click.option(
+    "--unpunctuated",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="Share of customer lines typed without punctuation: they wait for the turn pause, "
+    "and one with a comma comes as two finals a short pause apart.",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -285,10 +298,20 @@ def bench(
     baseline: bool,
     workers: int | None,
     deadline: float,
+    speculative: bool | None,
+    unpunctuated: float,
 ) -> None:
     """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
     from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
 
+    if url is not None and speculative is not None:
+        fail(
+            ctx,
+            "--speculative/--no-speculative sets up a system the bench starts; with --url, set "
+            "TELEPROMPTER_SPECULATIVE_SUGGESTIONS on the workers of that system",
+        )
+    if mode == "audio" and unpunctuated:
+        fail(ctx, "--unpunctuated is for typed transcripts (--mode transcript)")
     settings = settings_from_flags(ctx)
     options = BenchOptions(
         url=url,
@@ -301,6 +324,8 @@ def bench(
         baseline=baseline,
         deadline_s=deadline,
         workers=workers,
+        speculative=speculative,
+        unpunctuated=unpunctuated,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
 
