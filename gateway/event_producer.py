@@ -20,6 +20,7 @@ from typing import Final, Literal
 import confluent_kafka
 
 from gateway.metrics import GatewayMetrics
+from gateway.throttled_log import ThrottledWarning
 from schemas.codec import EventCodec
 from schemas.errors import SchemaError
 from schemas.events import Event
@@ -100,6 +101,10 @@ class EventProducer:
             "logger": logging.getLogger("librdkafka.producer"),  # not straight to stderr
             **(extra_config or {}),
         }
+        # An outage fails every event in flight and repeats the cluster's error: one line per
+        # interval each, so the log still shows what else happens meanwhile.
+        self._failures = ThrottledWarning("events not stored", logger=logger)
+        self._client_errors = ThrottledWarning("kafka producer", logger=logger)
         self._producer = confluent_kafka.Producer(config)
         self._codec = codec
         self._metrics = metrics
@@ -215,7 +220,7 @@ class EventProducer:
     def _settle(self, future: asyncio.Future[Delivery], outcome: Delivery | ProduceError) -> None:
         if isinstance(outcome, ProduceError):
             self._count_failure(outcome.topic, "delivery")
-            logger.warning("%s", outcome)
+            self._failures.note(outcome)
             if not future.done():
                 future.set_exception(outcome)
         elif not future.done():
@@ -227,4 +232,4 @@ class EventProducer:
 
     def _on_client_error(self, error: confluent_kafka.KafkaError) -> None:
         # librdkafka retries by itself; these say why the cluster is unreachable meanwhile.
-        logger.warning("kafka producer: %s", error.str())
+        self._client_errors.note(error.str())

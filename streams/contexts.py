@@ -108,6 +108,8 @@ class ContextStore:
             "covers_until_ms": context.summary_covers_until_ms,
             "turns": context.summary_turns,
             "profile_json": self._profiles.get(conversation_id, ""),
+            # So that a revision reaching a restarted worker still replaces its segment's text.
+            "segments": [list(item) for item in self._segments.get(conversation_id, {}).items()],
         }
 
     def drop(self, conversation_id: str) -> None:
@@ -136,6 +138,10 @@ class ContextStore:
                 snapshot["summary"],
                 covers_until_ms=snapshot["covers_until_ms"],
                 turn_count=snapshot.get("turns", 0),
+            )
+        if conversation_id not in self._segments:
+            self._segments[conversation_id] = OrderedDict(
+                (segment_id, text) for segment_id, text in snapshot.get("segments", [])
             )
         seen: set[tuple[str, str, int]] = set()
         lines = sorted(

@@ -32,6 +32,7 @@ from gateway.event_producer import Delivery, EventProducer, ProduceError
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import AudioConfig, ProtocolError
 from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
+from gateway.throttled_log import ThrottledWarning
 from schemas.events import AudioChunk, AudioEncoding, Speaker
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ class _Call:
         self.conversation_id = conversation_id
         self.expires_at = expires_at
         self.rate_limit = rate_limit
-        self.rate_limited = _Throttled(
+        self.rate_limited = ThrottledWarning(
             f"call {start.call_id}: frames over the conversation's rate limit dropped",
+            logger=logger,
             interval_s=RATE_LIMITED_LOG_INTERVAL_S,
         )
 
@@ -270,7 +272,11 @@ class MediaStreamEndpoint:
                 reason="Unauthorized",
             ) from None
         self._metrics.connection_attempts.labels(outcome="call_accepted").inc()
-        failures = _Throttled(f"{self._dialect.name} call {start.call_id}: audio was not stored")
+        failures = ThrottledWarning(
+            f"{self._dialect.name} call {start.call_id}: audio was not stored",
+            logger=logger,
+            interval_s=PRODUCE_ERROR_INTERVAL_S,
+        )
         audio = AudioStreams(
             conversation_id=claims.conversation_id,
             session_id=start.stream_id,
@@ -309,7 +315,7 @@ class MediaStreamEndpoint:
         chunk: AudioChunk,
         piece: AudioRange | None,
         audio: AudioStreams,
-        failures: _Throttled,
+        failures: ThrottledWarning,
     ) -> None:
         """Hand a chunk to Kafka; a failure is counted by the producer, and the call goes on
         (a carrier does not resend)."""
@@ -326,21 +332,6 @@ class MediaStreamEndpoint:
             if piece is not None:
                 audio.settle(piece)
             failures.note(exc)
-
-
-class _Throttled:
-    """Logs one kind of trouble of a call at most once per `interval_s`."""
-
-    def __init__(self, what: str, *, interval_s: float = PRODUCE_ERROR_INTERVAL_S) -> None:
-        self._what = what
-        self._interval_s = interval_s
-        self._last = float("-inf")
-
-    def note(self, error: BaseException | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last >= self._interval_s:
-            self._last = now
-            logger.warning("%s%s", self._what, "" if error is None else f": {error}")
 
 
 def _describe(call: _Call | None) -> str:

@@ -83,6 +83,20 @@ def test_a_revision_replaces_its_segments_text_in_the_context() -> None:
     assert [u.text for u in restored.transcript] == [u.text for u in context.transcript]
 
 
+def test_a_revision_reaching_a_restarted_worker_replaces_the_text_too() -> None:
+    table: dict[str, Any] = {}
+    before = ContextStore(table)
+    before.record(segment("It took four days to get a bit live.", segment_id="u2", at_ms=2_000))
+    before.save("c1")
+
+    after = ContextStore(table)  # a new owner of the partition, rebuilt from the table
+    context = after.record(
+        segment("It took four days to get a reply.", segment_id="u2", revision=1, at_ms=4_000)
+    )
+
+    assert [u.text for u in context.transcript] == ["It took four days to get a reply."]
+
+
 def test_a_revision_of_a_segment_the_context_never_saw_is_added() -> None:
     store = ContextStore({})
     context = store.record(segment("Hello there.", segment_id="u9", revision=2, at_ms=1_000))
