@@ -230,9 +230,13 @@ def confluent_throughput(bootstrap: str, count: int, size: int) -> dict[str, flo
 # --- under fuzz ----------------------------------------------------------------------------------
 
 
-def _abuse_until(address: tuple[str, int], kind: str, stop: Any, results: Any) -> None:
+def _abuse_until(
+    address: tuple[str, int], kind: str, stop: Any, results: Any, cpus: set[int] | None
+) -> None:
     """One hostile connection after another until `stop` is set (in a child process, so the
     measuring process shares no interpreter with the abuse); puts how each one ended."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     outcomes = {"sent": 0, "closed_by_broker": 0}
     payloads: dict[str, Callable[[], bytes]] = {
         "impossible_count": hostile.impossible_array_count,
@@ -266,15 +270,23 @@ _HOSTILE_KINDS: Final = (
 )
 
 
-def latency_under_fuzz(bootstrap: str, count: int, rate_per_s: float) -> dict[str, Any]:
-    """The latency pair on a quiet broker, then again while hostile connections run."""
+def latency_under_fuzz(
+    bootstrap: str, count: int, rate_per_s: float, *, abuser_cpus: set[int] | None = None
+) -> dict[str, Any]:
+    """The latency pair on a quiet broker, then again while hostile connections run.
+
+    With `abuser_cpus`, the hostile processes run only there: on a machine of its own the
+    broker would not share its cores with the clients abusing it.
+    """
     quiet = confluent_latency(bootstrap, count, rate_per_s)
     host, port = bootstrap.split(",", maxsplit=1)[0].rsplit(":", 1)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     outcomes = context.Queue()
     abusers = [
-        context.Process(target=_abuse_until, args=((host, int(port)), kind, stop, outcomes))
+        context.Process(
+            target=_abuse_until, args=((host, int(port)), kind, stop, outcomes, abuser_cpus)
+        )
         for kind in _HOSTILE_KINDS
     ]
     for abuser in abusers:
@@ -356,6 +368,12 @@ def main() -> None:
     parser.add_argument("--record-bytes", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
+        "--abuser-cpus",
+        type=_cpu_list,
+        help="with --under-fuzz: run the hostile processes on these CPUs (e.g. 1) and the "
+        "broker and measuring clients on the others",
+    )
+    parser.add_argument(
         "--under-fuzz",
         action="store_true",
         help="latency on a quiet broker, then while hostile connections run (no throughput)",
@@ -377,12 +395,24 @@ def main() -> None:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _cpu_list(text: str) -> set[int]:
+    cpus = {int(cpu) for cpu in text.split(",")}
+    if not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"not CPUs of this machine: {text}")
+    return cpus
+
+
 def _under_fuzz(arguments: argparse.Namespace) -> dict[str, Any]:
-    count, rate = arguments.latency_count, arguments.rate
+    count, rate, abusers = arguments.latency_count, arguments.rate, arguments.abuser_cpus
+    if abusers is not None:
+        own = os.sched_getaffinity(0) - abusers
+        if not own:
+            raise SystemExit("--abuser-cpus must leave at least one CPU to the broker")
+        os.sched_setaffinity(0, own)  # the measuring clients, and (inherited) the broker
     if arguments.bootstrap_servers:
-        return latency_under_fuzz(arguments.bootstrap_servers, count, rate)
+        return latency_under_fuzz(arguments.bootstrap_servers, count, rate, abuser_cpus=abusers)
     with broker_process() as bootstrap:
-        return latency_under_fuzz(bootstrap, count, rate)
+        return latency_under_fuzz(bootstrap, count, rate, abuser_cpus=abusers)
 
 
 if __name__ == "__main__":

@@ -169,17 +169,20 @@ async def test_a_worker_in_a_fresh_folder_makes_its_data_dir_and_stops_on_sigter
         TELEPROMPTER_DATA_DIR=str(fresh_folder),
         TELEPROMPTER_TOPIC_PREFIX=settings.topic_prefix,
         TELEPROMPTER_PARTITIONS=str(settings.partitions),
+        TELEPROMPTER_WORKER_HTTP_PORT="0",  # never the default port another worker may hold
     )
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "teleprompter",
-        "worker",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "teleprompter",
+            "worker",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         group = f"{settings.topic_prefix}-worker"
 
@@ -187,7 +190,9 @@ async def test_a_worker_in_a_fresh_folder_makes_its_data_dir_and_stops_on_sigter
             return worker.returncode is not None or await admin.group_is_stable(group, members=1)
 
         await wait_until_async(joined_or_exited, timeout_s=90, what="the worker to join")
-        assert worker.returncode is None, f"the worker exited with {worker.returncode}"
+        assert worker.returncode is None, (
+            f"the worker exited with {worker.returncode}: {log_path.read_text()[-2000:]}"
+        )
         assert stat.S_IMODE(fresh_folder.stat().st_mode) == 0o700
 
         worker.terminate()
