@@ -63,6 +63,8 @@ IDLE_SWEEP_INTERVAL_S: Final = 30.0
 ROUTE_WAIT_S: Final = 2.0
 # An ended conversation's dedupe state outlives it by this long: far beyond any redelivery.
 ENDED_STATE_TTL_S: Final = 600.0
+# A turn the broker did not take is sent again after this long, while this worker owns it.
+TURN_RESEND_BACKOFF_S: Final = 1.0
 
 
 class SuggestionPipeline:
@@ -162,6 +164,7 @@ class SuggestionPipeline:
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         self._recoveries: set[asyncio.Task[None]] = set()
+        self._resends: dict[str, asyncio.Task[None]] = {}  # conversation id -> its re-send
 
     # --- agents ---------------------------------------------------------------------------
     async def _transcribe(self, stream: Any) -> None:
@@ -319,9 +322,9 @@ class SuggestionPipeline:
         """After recovery: finish what a lost owner of these partitions left undone."""
         try:
             for cid, snapshot in list(self.coalescer_table.owned(owned)):
-                if cid in self.coalescer:
-                    continue
-                self.coalescer.restore(cid, snapshot)
+                if cid not in self.coalescer:
+                    self.coalescer.restore(cid, snapshot)
+                # Kept partitions too: a send that failed while Kafka moved is still owed.
                 if self.coalescer.outbox(cid):
                     logger.info("re-sending the unconfirmed turns of %s", cid)
                     await self._send_turns(cid)
@@ -336,6 +339,8 @@ class SuggestionPipeline:
 
         Their turns stay open in the table: whoever owns the partitions next ends them.
         """
+        for resend in list(self._resends.values()):
+            resend.cancel()  # the outbox is durable: the next owner sends it
         await self.streamer.close()
         if self.speculator is not None:
             await self.speculator.close()
@@ -417,10 +422,25 @@ class SuggestionPipeline:
         self, conversation_id: str, turn_id: str, done: asyncio.Future[Any]
     ) -> None:
         if done.cancelled() or done.exception() is not None:
-            return  # stays in the outbox; a new owner re-sends it
+            # It stays in the outbox: sent again by this worker while it owns the conversation,
+            # else by the partition's next owner.
+            if conversation_id not in self._resends:
+                task = asyncio.get_running_loop().create_task(self._resend(conversation_id))
+                self._resends[conversation_id] = task
+                task.add_done_callback(lambda _: self._resends.pop(conversation_id, None))
+            return
         self.coalescer.delivered(conversation_id, turn_id)
         self._save_coalescer(conversation_id)
         self.metrics.turn_emitted()
+
+    async def _resend(self, conversation_id: str) -> None:
+        await asyncio.sleep(TURN_RESEND_BACKOFF_S)
+        partition = self.coalescer.partition_of(conversation_id)
+        if partition is None or partition not in self._owned_partitions():
+            return
+        if self.coalescer.outbox(conversation_id):
+            logger.info("re-sending the unconfirmed turns of %s", conversation_id)
+            await self._send_turns(conversation_id)
 
     def _owned_partitions(self) -> set[int]:
         topic = self.catalog.transcripts.name

@@ -21,6 +21,7 @@ from typing import Final
 import aiohttp
 
 from core.kafka.admin import KafkaAdminError
+from core.kafka.committed_offsets import CommittedOffsets
 from core.kafka.groups import GroupAdmin, Partition
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,13 @@ class LagProbe:
 async def probe_kafka(
     admin: GroupAdmin,
     *,
+    committed_offsets: CommittedOffsets,
     group_id: str,
     assigned: Collection[Partition],
 ) -> LagProbe:
     """Committed offsets of `group_id` and log ends of `assigned`: the check and the lags."""
     try:
-        committed = await admin.committed_offsets(group_id)
+        committed = await committed_offsets.read(group_id)
         ends = await admin.end_offsets(tp for tp in assigned if tp in committed)
     except KafkaAdminError as exc:
         return LagProbe(check=Check(ok=False, detail=str(exc)))
@@ -123,6 +125,7 @@ class WorkerProbe:
         self,
         *,
         admin: GroupAdmin,
+        committed_offsets: CommittedOffsets,
         group_id: str,
         assignment: Callable[[], Iterable[Partition]],
         llm_base_url: str,
@@ -130,6 +133,7 @@ class WorkerProbe:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._admin = admin
+        self._committed_offsets = committed_offsets
         self._group_id = group_id
         self._assignment = assignment
         self._llm_base_url = llm_base_url
@@ -140,7 +144,12 @@ class WorkerProbe:
 
     async def run_once(self, session: aiohttp.ClientSession) -> HealthReport:
         kafka, llm = await asyncio.gather(
-            probe_kafka(self._admin, group_id=self._group_id, assigned=set(self._assignment())),
+            probe_kafka(
+                self._admin,
+                committed_offsets=self._committed_offsets,
+                group_id=self._group_id,
+                assigned=set(self._assignment()),
+            ),
             probe_llm(
                 session,
                 base_url=self._llm_base_url,
@@ -157,3 +166,6 @@ class WorkerProbe:
                 log = logger.info if check.ok else logger.warning
                 log("health: %s %s: %s", name, "up" if check.ok else "DOWN", check.detail)
         return self.report
+
+    async def close(self) -> None:
+        await self._committed_offsets.close()

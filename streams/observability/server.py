@@ -25,6 +25,7 @@ import faust
 import mode
 from aiohttp import hdrs, web
 
+from core.kafka.committed_offsets import CommittedOffsets
 from core.kafka.groups import GroupAdmin, Partition
 from core.settings import Settings
 from streams.observability.health import WorkerProbe
@@ -109,6 +110,9 @@ class WorkerEndpoints(mode.Service):
             admin=GroupAdmin(
                 bootstrap_servers=settings.bootstrap_servers, timeout_s=PROBE_TIMEOUT_S
             ),
+            committed_offsets=CommittedOffsets(
+                bootstrap_servers=settings.bootstrap_servers, timeout_s=PROBE_TIMEOUT_S
+            ),
             group_id=app.conf.id,
             assignment=lambda: _assigned(app),
             llm_base_url=settings.llm_base_url,
@@ -142,6 +146,7 @@ class WorkerEndpoints(mode.Service):
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        await self.probe.close()
 
     @mode.Service.task
     async def _probe_forever(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from core.kafka.committed_offsets import CommittedOffsets
 from core.kafka.groups import GroupAdmin
 from streams.observability.health import Check, HealthReport, WorkerProbe, probe_kafka, probe_llm
 from tests.group_workload import PARTITIONS, Workload
@@ -83,14 +84,17 @@ async def test_what_an_answer_means(
 # --- Kafka ----------------------------------------------------------------------------------
 async def test_kafka_answers_with_the_lag_of_the_assigned_partitions(workload: Workload) -> None:
     admin = GroupAdmin(bootstrap_servers=workload.bootstrap_servers)
+    committed = CommittedOffsets(bootstrap_servers=workload.bootstrap_servers)
     with workload.member() as member:
         member.commit({0: 4, 1: 10})
 
         probed = await probe_kafka(
             admin,
+            committed_offsets=committed,
             group_id=workload.group,
             assigned=[(workload.topic, p) for p in range(PARTITIONS)],
         )
+    await committed.close()
 
     assert probed.check.ok, probed.check.detail
     # Partition 2 has no committed offset: its lag is unknown, so it has no series.
@@ -100,8 +104,11 @@ async def test_kafka_answers_with_the_lag_of_the_assigned_partitions(workload: W
 async def test_unreachable_kafka_is_down() -> None:
     servers = f"127.0.0.1:{closed_port()}"
     admin = GroupAdmin(bootstrap_servers=servers, timeout_s=1.0)
+    committed = CommittedOffsets(bootstrap_servers=servers, timeout_s=1.0)
 
-    probed = await probe_kafka(admin, group_id="g", assigned=[("t", 0)])
+    probed = await probe_kafka(
+        admin, committed_offsets=committed, group_id="g", assigned=[("t", 0)]
+    )
 
     assert not probed.check.ok
     assert servers in probed.check.detail
@@ -114,6 +121,7 @@ async def test_the_report_is_healthy_only_when_every_check_is(
     assert HealthReport().as_json()["status"] == "starting"
     probe = WorkerProbe(
         admin=GroupAdmin(bootstrap_servers=bootstrap_servers),
+        committed_offsets=CommittedOffsets(bootstrap_servers=bootstrap_servers),
         group_id="nobody-home",
         assignment=list,
         llm_base_url=str(sim.make_url("/v1")),
@@ -123,6 +131,7 @@ async def test_the_report_is_healthy_only_when_every_check_is(
     healthy = await probe.run_once(http)
     await sim.close()
     degraded = await probe.run_once(http)
+    await probe.close()
 
     assert healthy.healthy
     assert healthy.as_json()["status"] == "ok"
