@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from core.settings import SettingsError
+from teleprompter.apache_kafka.commands import kafka
 from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
 
 logger = logging.getLogger(__name__)
@@ -250,3 +251,6 @@ def config(ctx: click.Context) -> None:
     width = max(len(name) for name in settings.masked())
     for name, value in settings.masked().items():
         click.echo(f"{name.ljust(width)}  {value}")
+
+
+main.add_command(kafka)
