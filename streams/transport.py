@@ -21,7 +21,7 @@ It fixes two waits in the stock driver (faust-streaming 0.11-0.15 with aiokafka 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 from aiokafka import TopicPartition
@@ -90,7 +90,18 @@ class LatencyConsumer(faust_aiokafka.Consumer):
         loop.call_soon_threadsafe(lambda: thread.pause_in_driver(tps, paused=paused))
 
 
+class DurableProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer made idempotent: a send retried after a lost acknowledgement
+    is written once. Faust asks for idempotence only inside transactions; the acks=all it
+    needs come from `producer_acks` (streams.app.faust_settings)."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "enable_idempotence": True}
+
+
 class Transport(faust_aiokafka.Transport):
-    """`tpkafka://host:port`: Faust's aiokafka transport with `LatencyConsumer`."""
+    """`tpkafka://host:port`: Faust's aiokafka transport with `LatencyConsumer` and
+    `DurableProducer`."""
 
     Consumer = LatencyConsumer
+    Producer = DurableProducer

@@ -107,7 +107,7 @@ async def apache_kafka(
         yield None
         return
     async with ApacheKafkaCluster(
-        nodes=1, data_dir=tmp_path_factory.mktemp("apache-kafka")
+        nodes=1, data_dir=tmp_path_factory.mktemp("apache-kafka"), profile="quick-start"
     ) as cluster:
         yield cluster
 

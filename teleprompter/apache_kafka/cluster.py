@@ -39,6 +39,14 @@ from teleprompter.apache_kafka.artifacts import (
     KafkaArtifacts,
     ensure_artifacts,
 )
+from teleprompter.apache_kafka.jvm import (
+    LOG4J2_PROPERTIES,
+    JvmProfile,
+    ensure_class_archive,
+    format_arguments,
+    java_command,
+    run_to_completion,
+)
 from teleprompter.apache_kafka.processes import die_with_parent_kill
 
 logger = logging.getLogger(__name__)
@@ -52,26 +60,6 @@ _POLL_S: Final = 0.2
 _PROBE_TIMEOUT_S: Final = 2.0
 _LAYOUT_FILE: Final = "cluster.json"
 _LOG_CONFIG_FILE: Final = "log4j2.properties"
-# Bounded in bytes: each node keeps at most 3 x 10 MB of logs.
-_LOG4J2_PROPERTIES: Final = """\
-status = warn
-appender.server.type = RollingFile
-appender.server.name = server
-appender.server.fileName = ${sys:kafka.logs.dir}/server.log
-appender.server.filePattern = ${sys:kafka.logs.dir}/server.log.%i
-appender.server.layout.type = PatternLayout
-appender.server.layout.pattern = [%d] %p %m (%c)%n
-appender.server.policies.type = Policies
-appender.server.policies.size.type = SizeBasedTriggeringPolicy
-appender.server.policies.size.size = 10MB
-appender.server.strategy.type = DefaultRolloverStrategy
-appender.server.strategy.max = 2
-rootLogger.level = INFO
-rootLogger.appenderRef.server.ref = server
-# One line per request is for debugging Kafka itself.
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-"""
 
 
 class ClusterStartError(ApacheKafkaError):
@@ -160,11 +148,13 @@ class ApacheKafkaCluster:
     data_dir: Path
     nodes: int = 1
     heap_mb: int = HEAP_MB
+    profile: JvmProfile = "server"
     cache_dir: Path = DEFAULT_CACHE_DIR
     ready_timeout_s: float = READY_TIMEOUT_S
     stop_grace_s: float = STOP_GRACE_S
     echo: Callable[[str], None] | None = None
     _artifacts: KafkaArtifacts | None = None
+    _archive: Path | None = None
     _layout: ClusterLayout | None = None
     _nodes: dict[int, _Node] = field(default_factory=dict)
 
@@ -225,10 +215,11 @@ class ApacheKafkaCluster:
         self._artifacts = await asyncio.to_thread(
             ensure_artifacts, cache_dir=self.cache_dir, echo=self.echo
         )
+        self._archive = await ensure_class_archive(self._artifacts)
+        self.data_dir = self.data_dir.resolve()  # the JVMs get absolute paths in their config
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._layout = self._prepare_layout()
-        log_config = self.data_dir / _LOG_CONFIG_FILE
-        log_config.write_text(_LOG4J2_PROPERTIES)
+        (self.data_dir / _LOG_CONFIG_FILE).write_text(LOG4J2_PROPERTIES)
         for address in self._layout.nodes:
             node = _Node(address=address, directory=self.data_dir / f"node-{address.node_id}")
             node.jvm_log_dir.mkdir(parents=True, exist_ok=True)
@@ -426,51 +417,30 @@ class ApacheKafkaCluster:
         }
         return "".join(f"{key}={value}\n" for key, value in properties.items())
 
-    def _jvm(self, node: _Node, *, heap_mb: int) -> list[str]:
-        artifacts = self._artifacts
-        assert artifacts is not None
-        return [
-            artifacts.java,
-            f"-Xmx{heap_mb}m",
-            f"-Xms{min(heap_mb, 64)}m",
-            # Kafka's own JVM flags (kafka-run-class.sh), less its heap.
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={node.jvm_log_dir}",
-            f"-Dlog4j2.configurationFile={self.data_dir / _LOG_CONFIG_FILE}",
-            "-cp",
-            artifacts.classpath,
-        ]
+    def _java(self, node: _Node, *, heap_mb: int) -> list[str]:
+        assert self._artifacts is not None
+        return java_command(
+            self._artifacts,
+            heap_mb=heap_mb,
+            profile=self.profile,
+            logs_dir=node.jvm_log_dir,
+            log_config=self.data_dir / _LOG_CONFIG_FILE,
+            archive=self._archive,
+        )
 
     async def _format(self, node: _Node) -> None:
         """Format the node's log dir once; a formatted dir (meta.properties) is reused."""
         if (node.log_dir / "meta.properties").exists():
             return
         log_path = node.jvm_log_dir / "format.log"
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                *self._jvm(node, heap_mb=256),
-                "kafka.tools.StorageTool",
-                "format",
-                "--cluster-id",
-                self.layout.cluster_id,
-                "--config",
-                str(node.config_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=die_with_parent_kill,
-            )
-            try:
-                code = await asyncio.wait_for(process.wait(), FORMAT_TIMEOUT_S)
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+        code = await run_to_completion(
+            [
+                *self._java(node, heap_mb=256),
+                *format_arguments(self.layout.cluster_id, node.config_path),
+            ],
+            log_path=log_path,
+            timeout_s=FORMAT_TIMEOUT_S,
+        )
         if code != 0:
             raise ClusterStartError(
                 f"formatting Apache Kafka node {node.address.node_id} failed: "
@@ -480,7 +450,7 @@ class ApacheKafkaCluster:
     def _spawn(self, node: _Node) -> None:
         with (node.jvm_log_dir / "stdout.log").open("ab") as output:
             node.process = subprocess.Popen(
-                [*self._jvm(node, heap_mb=self.heap_mb), "kafka.Kafka", str(node.config_path)],
+                [*self._java(node, heap_mb=self.heap_mb), "kafka.Kafka", str(node.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from teleprompter.options import data_dir_option, settings_from_flags
+
+if TYPE_CHECKING:
+    from teleprompter.apache_kafka.jvm import JvmProfile
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +34,17 @@ def kafka() -> None:
     show_default=True,
     help="Combined broker+controller nodes (3 for a replicated cluster).",
 )
+@click.option(
+    "--jvm",
+    type=click.Choice(["server", "quick-start"]),
+    default="server",
+    show_default=True,
+    help="server: Kafka's own JVM flags; quick-start: C1-only JIT, starts on a fraction of "
+    "the CPU, lower peak throughput (tests, small machines).",
+)
 @data_dir_option
 @click.pass_context
-def up(ctx: click.Context, nodes: int, data_dir: Path | None) -> None:
+def up(ctx: click.Context, nodes: int, jvm: str, data_dir: Path | None) -> None:
     """Run N Kafka nodes until Ctrl-C or SIGTERM; print KAFKA_BOOTSTRAP_SERVERS once they serve.
 
     Storage lives under DATA_DIR/apache-kafka, is formatted on first use and reused after.
@@ -40,7 +52,8 @@ def up(ctx: click.Context, nodes: int, data_dir: Path | None) -> None:
     from teleprompter.apache_kafka.foreground import run  # noqa: PLC0415  # loads the runner
 
     settings = settings_from_flags(ctx, data_dir=data_dir)
-    ctx.exit(run(nodes=nodes, data_dir=settings.data_dir / "apache-kafka"))
+    profile: JvmProfile = "quick-start" if jvm == "quick-start" else "server"
+    ctx.exit(run(nodes=nodes, profile=profile, data_dir=settings.data_dir / "apache-kafka"))
 
 
 @kafka.command("fetch")

@@ -11,18 +11,21 @@ import click
 
 from teleprompter.apache_kafka.artifacts import ApacheKafkaError, MissingToolError, ensure_artifacts
 from teleprompter.apache_kafka.cluster import ApacheKafkaCluster, DataDirError
+from teleprompter.apache_kafka.jvm import JvmProfile
 from teleprompter.options import EXIT_BAD_SETTINGS, EXIT_FAILED, EXIT_OK
 
 logger = logging.getLogger(__name__)
 
 
-def run(*, nodes: int, data_dir: Path) -> int:
+def run(*, nodes: int, profile: JvmProfile, data_dir: Path) -> int:
     """Serve until SIGINT or SIGTERM; the exit code (see commands.py)."""
     code = fetch_only(quiet=True)
     if code != EXIT_OK:
         return code
     try:
-        return asyncio.run(_serve(ApacheKafkaCluster(nodes=nodes, data_dir=data_dir, echo=_say)))
+        return asyncio.run(
+            _serve(ApacheKafkaCluster(nodes=nodes, data_dir=data_dir, profile=profile, echo=_say))
+        )
     except ApacheKafkaError as exc:
         return _fail(exc)
 

@@ -6,9 +6,11 @@ reset); offsets by timestamp; and the errors refused requests come back with.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -142,7 +144,10 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
         )
         assert bad.topic_errors[0][1] == INVALID_CONFIG
 
-        assert unique_name in await admin.list_topics()
+        async def listed() -> bool:
+            return unique_name in await admin.list_topics()
+
+        await _eventually(listed, what="the new topic listed")
         (described,) = await admin.describe_topics([unique_name])
         assert described["error_code"] == 0
         assert len(described["partitions"]) == 3
@@ -157,23 +162,47 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
             [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": "1000"})]
         )
         assert altered.resources[0][0] == 0
-        (response,) = await admin.describe_configs(
-            [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": None})]
-        )
-        assert [(e[0], e[1]) for e in response.resources[0][4]] == [("retention.ms", "1000")]
+
+        async def retention_altered() -> bool:
+            (response,) = await admin.describe_configs(
+                [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": None})]
+            )
+            return [(e[0], e[1]) for e in response.resources[0][4]] == [("retention.ms", "1000")]
+
+        await _eventually(retention_altered, what="retention.ms=1000 described")
 
         grown = await admin.create_partitions({unique_name: NewPartitions(4)})
         assert grown.topic_errors[0][1] == 0
-        (described,) = await admin.describe_topics([unique_name])
-        assert len(described["partitions"]) == 4
+
+        async def grown_to_4() -> bool:
+            (described,) = await admin.describe_topics([unique_name])
+            return len(described["partitions"]) == 4
+
+        await _eventually(grown_to_4, what="4 partitions described")
 
         deleted = await admin.delete_topics([unique_name, unique_name + "-missing"])
         assert sorted(deleted.topic_error_codes) == sorted(
             [(unique_name, 0), (unique_name + "-missing", UNKNOWN_TOPIC_OR_PARTITION)]
         )
-        assert unique_name not in await admin.list_topics()
+
+        async def gone() -> bool:
+            return unique_name not in await admin.list_topics()
+
+        await _eventually(gone, what="the deleted topic unlisted")
     finally:
         await admin.close()
+
+
+async def _eventually(
+    condition: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 20.0
+) -> None:
+    """Until `condition()` holds: a real Kafka answers an admin request once its controller has
+    the change, and its brokers' metadata follows a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)  # the admin API offers no event for these; poll
 
 
 # --- offsets by timestamp -----------------------------------------------------------------------

@@ -190,8 +190,13 @@ def _address(bootstrap_servers: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _frame(api_key: int, version: int, correlation_id: int, body: bytes = b"") -> bytes:
+def _frame(
+    api_key: int, version: int, correlation_id: int, body: bytes = b"", *, flexible: bool = False
+) -> bytes:
+    """A request; `flexible` ends the header with its (empty) tagged fields: header v2, as
+    clients send it with ApiVersions v3+ and so with any version newer than the broker's."""
     header = struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test"
+    header += b"\x00" if flexible else b""
     return struct.pack(">i", len(header) + len(body)) + header + body
 
 
@@ -264,7 +269,7 @@ def test_newer_api_versions_request_gets_v0_error_with_the_supported_range(
     bootstrap_servers: str,
 ) -> None:
     with socket.create_connection(_address(bootstrap_servers), timeout=10) as sock:
-        sock.sendall(_frame(18, 99, 9))
+        sock.sendall(_frame(18, 99, 9, flexible=True))
         reply = _read_frame(sock)
         correlation_id, error_code, count = struct.unpack_from(">ihi", reply)
         ranges = [struct.unpack_from(">hhh", reply, 10 + 6 * i) for i in range(count)]
