@@ -59,7 +59,7 @@ def up(ctx: click.Context, nodes: int, jvm: str, data_dir: Path | None) -> None:
 @kafka.command("fetch")
 @click.pass_context
 def fetch(ctx: click.Context) -> None:
-    """Fetch the pinned jars into the cache now (up does it on first use); print where."""
+    """Fetch the pinned jars and make their class archive now (up does it on first use)."""
     from teleprompter.apache_kafka.foreground import fetch_only  # noqa: PLC0415  # loads Maven glue
 
     settings_from_flags(ctx)

@@ -11,7 +11,7 @@ import click
 
 from teleprompter.apache_kafka.artifacts import ApacheKafkaError, MissingToolError, ensure_artifacts
 from teleprompter.apache_kafka.cluster import ApacheKafkaCluster, DataDirError
-from teleprompter.apache_kafka.jvm import JvmProfile
+from teleprompter.apache_kafka.jvm import JvmProfile, ensure_class_archive
 from teleprompter.options import EXIT_BAD_SETTINGS, EXIT_FAILED, EXIT_OK
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def run(*, nodes: int, profile: JvmProfile, data_dir: Path) -> int:
 
 
 def fetch_only(*, quiet: bool = False) -> int:
-    """Make sure the jars are in the cache.
+    """Make sure the jars (and, unless quiet, the class archive) are in the cache.
 
     Runs before any event loop: a Ctrl-C during the download stops Maven with us.
     """
@@ -40,7 +40,9 @@ def fetch_only(*, quiet: bool = False) -> int:
     except ApacheKafkaError as exc:
         return _fail(exc)
     if not quiet:
+        archive = asyncio.run(ensure_class_archive(artifacts))
         click.echo(f"Apache Kafka {artifacts.version}: {artifacts.lib_dir}")
+        click.echo(f"class archive: {archive or '(none: nodes start without one)'}")
     return EXIT_OK
 
 
