@@ -16,11 +16,16 @@ It fixes two waits in the stock driver (faust-streaming 0.11-0.15 with aiokafka 
    Faust drains them, they can only be fetched again after the fetch in flight returns, which
    a broker may hold for the full wait when none of *its* partitions gets data. A short wait
    bounds that stall; the price is an idle fetch every `fetch_max_wait_ms`.
+
+Its producer is idempotent, and waits after declaring a topic until Kafka serves it (see
+`DurableProducer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
@@ -31,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 SCHEME: Final = "tpkafka"
 FETCH_MAX_WAIT_MS: Final = 20
+TOPIC_SERVED_TIMEOUT_S: Final = 30.0
+TOPIC_SERVED_POLL_S: Final = 0.05
 
 
 class TransportError(RuntimeError):
@@ -91,12 +98,39 @@ class LatencyConsumer(faust_aiokafka.Consumer):
 
 
 class DurableProducer(faust_aiokafka.Producer):
-    """Faust's aiokafka producer made idempotent: a send retried after a lost acknowledgement
-    is written once. Faust asks for idempotence only inside transactions; the acks=all it
-    needs come from `producer_acks` (streams.app.faust_settings)."""
+    """Faust's aiokafka producer, idempotent, and declaring topics only once Kafka serves them.
+
+    Idempotent: a send retried after a lost acknowledgement is written once. Faust asks for
+    idempotence only inside transactions; the acks=all it needs come from `producer_acks`
+    (streams.app.faust_settings).
+    """
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "enable_idempotence": True}
+
+    async def create_topic(
+        self, topic: str, partitions: int, replication: int, **options: Any
+    ) -> None:
+        """Declare a topic (a table's changelog), then wait until each partition has a leader.
+
+        A real Kafka answers CreateTopics before its brokers serve the topic; a consumer that
+        joins meanwhile records the changelog as having no partitions, and Faust then fails
+        every table write with PartitionsMismatch.
+        """
+        await super().create_topic(topic, partitions, replication, **options)
+        if not self.app.conf.topic_allow_declare:
+            return
+        client = self._ensure_producer().client
+        await client.add_topic(topic)
+        deadline = time.monotonic() + TOPIC_SERVED_TIMEOUT_S
+        while len(client.cluster.available_partitions_for_topic(topic) or ()) < partitions:
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"topic {topic} still has partitions without a leader after "
+                    f"{TOPIC_SERVED_TIMEOUT_S:.0f} s"
+                )
+            await asyncio.sleep(TOPIC_SERVED_POLL_S)
+            await client.force_metadata_update()
 
 
 class Transport(faust_aiokafka.Transport):

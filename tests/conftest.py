@@ -106,8 +106,10 @@ async def apache_kafka(
     if external_bootstrap_servers() is not None or kafka_backend(pytestconfig) != "apache":
         yield None
         return
+    # Kafka's own JVM flags: slower to start than `quick-start`, but a session's worth of
+    # clients polling it then costs the machine less CPU (see teleprompter/apache_kafka/jvm.py).
     async with ApacheKafkaCluster(
-        nodes=1, data_dir=tmp_path_factory.mktemp("apache-kafka"), profile="quick-start"
+        nodes=1, data_dir=tmp_path_factory.mktemp("apache-kafka"), profile="server"
     ) as cluster:
         yield cluster
 
