@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import confluent_kafka
 
@@ -51,13 +51,30 @@ class Delivery:
     offset: int
 
 
+ProduceFailure = Literal[
+    "encode",  # the codec refused the event
+    "too_large",  # bigger than Kafka takes: no retry can store it
+    "queue_full",  # librdkafka's bounded local queue is full: try again later
+    "rejected",  # librdkafka refused it for another reason
+    "delivery",  # not acknowledged within the delivery timeout, or refused by the broker
+]
+
+
 class ProduceError(Exception):
     """An event was not stored: it could not be encoded, queued, or acknowledged."""
 
-    def __init__(self, topic: str, message: str, *, retriable: bool = False) -> None:
+    def __init__(
+        self,
+        topic: str,
+        message: str,
+        *,
+        retriable: bool = False,
+        failure: ProduceFailure = "delivery",
+    ) -> None:
         super().__init__(f"cannot produce to {topic}: {message}")
         self.topic = topic
         self.retriable = retriable
+        self.failure: ProduceFailure = failure
 
 
 class EventProducer:
@@ -114,7 +131,7 @@ class EventProducer:
             value = self._codec.encode(event)
         except SchemaError as exc:
             self._count_failure(topic, "encode")
-            raise ProduceError(topic, str(exc)) from exc
+            raise ProduceError(topic, str(exc), failure="encode") from exc
         future: asyncio.Future[Delivery] = self._loop.create_future()
         try:
             self._producer.produce(
@@ -125,10 +142,18 @@ class EventProducer:
             )
         except BufferError:
             self._count_failure(topic, "queue_full")
-            raise ProduceError(topic, "the local send queue is full", retriable=True) from None
+            raise ProduceError(
+                topic, "the local send queue is full", retriable=True, failure="queue_full"
+            ) from None
         except confluent_kafka.KafkaException as exc:
+            error: confluent_kafka.KafkaError = exc.args[0]
+            if error.code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE:
+                self._count_failure(topic, "too_large")
+                raise ProduceError(
+                    topic, f"{len(value)} bytes is more than Kafka takes", failure="too_large"
+                ) from exc
             self._count_failure(topic, "rejected")
-            raise ProduceError(topic, str(exc.args[0])) from exc
+            raise ProduceError(topic, error.str(), failure="rejected") from exc
         return future
 
     async def flush(self, *, timeout_s: float = 10.0) -> int:
@@ -169,8 +194,12 @@ class EventProducer:
     ) -> None:
         # Runs on the poll thread: hand the outcome to the event loop.
         if error is not None:
+            too_large = error.code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
             outcome: Delivery | ProduceError = ProduceError(
-                topic, error.str(), retriable=error.retriable()
+                topic,
+                error.str(),
+                retriable=error.retriable(),
+                failure="too_large" if too_large else "delivery",
             )
         else:
             assert message is not None  # librdkafka reports the message with every success

@@ -32,8 +32,10 @@ LATENCY_BUCKETS_S: Final = (
 )
 
 # Stage names come from workers' timings; bound the label set so a bug cannot explode it.
+# The workers name a stage by the gap it measures, "llm_request->llm_first_token" (the LLM's
+# time to first token): label values may hold any text, so the names are kept as they come.
 MAX_STAGES: Final = 32
-_STAGE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_STAGE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,39}(->[a-z][a-z0-9_]{0,39})?$")
 
 
 class GatewayMetrics:
@@ -92,6 +94,29 @@ class GatewayMetrics:
         self.slow_client_closes = Counter(
             "teleprompter_gateway_slow_client_closes",
             "Sessions closed with 1013 because their send queue stayed full",
+            registry=r,
+        )
+        self.acks = Counter(
+            "teleprompter_gateway_acks",
+            "Acks sent to clients: 'seq' (a message stored) or 'audio' (an audio offset)",
+            ["kind"],
+            registry=r,
+        )
+        self.unacked_bytes = Gauge(
+            "teleprompter_gateway_unacked_bytes",
+            "Bytes of client messages handed to Kafka and not yet acknowledged",
+            registry=r,
+        )
+        self.replaced_sockets = Counter(
+            "teleprompter_gateway_replaced_sockets",
+            "Sockets closed 4002 because a newer one took their place, by reason "
+            "(same_client, socket_cap)",
+            ["reason"],
+            registry=r,
+        )
+        self.sessions_expired = Counter(
+            "teleprompter_gateway_sessions_expired",
+            "Sessions closed 4001 token_expired",
             registry=r,
         )
         self.stage_latency = Histogram(

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, espeak-ng, chromium, Java and
-# Maven, Apache Kafka's jars), then runs lint, format check, strict types, the import contract,
-# the whole suite on the embedded broker, and every Kafka-facing test (`-m kafka`) again on a
-# real Apache Kafka that the suite starts itself. Extra args go to both pytest runs.
+# Installs what the tests need (the package with its test extras, espeak-ng, chromium, kcat, Java
+# and Maven, Apache Kafka's jars), then runs lint, format check, strict types, the import
+# contract, the whole suite on the embedded broker, and every Kafka-facing test (`-m kafka`)
+# again on a real Apache Kafka that the suite starts itself. Extra args go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ((${#missing[@]})); then

@@ -7,9 +7,19 @@ from pathlib import Path
 
 import click
 
-from core.settings import SettingsError
+from core.data_dir import private_file_mode
 from teleprompter.apache_kafka.commands import kafka
-from teleprompter.options import EXIT_BAD_SETTINGS, data_dir_option, settings_from_flags
+from teleprompter.consumer_groups.commands import groups
+from teleprompter.conversations.commands import replay
+from teleprompter.export.commands import export
+from teleprompter.options import (
+    EXIT_BAD_SETTINGS,
+    data_dir_option,
+    fail,
+    one_line_errors,
+    private_data_dir,
+    settings_from_flags,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,24 +28,42 @@ logger = logging.getLogger(__name__)
 @click.version_option(package_name="teleprompter")
 def main() -> None:
     """Real-time reply suggestions for reps on live calls."""
+    # Call audio, transcripts and the signing secret are for this user only (0600 / 0700).
+    private_file_mode()
+
+
+main.add_command(replay)
+main.add_command(export)
 
 
 @main.command()
 @click.option("--gateway-port", type=int, default=None, help="WebSocket gateway port (8080).")
 @click.option("--broker-port", type=int, default=None, help="Embedded broker port (9092).")
 @data_dir_option
+@click.option("--llm-port", type=int, default=None, help="LLM simulator port (8000).")
 @click.option("--llm-ttft-ms", type=float, default=None, help="Simulator time to first token.")
 @click.option("--workers", type=int, default=None, help="Stream worker processes (1).")
+@click.option(
+    "--worker-http-port",
+    type=int,
+    default=None,
+    help="First worker's /metrics and /healthz port, the next worker's +1 (default: free ones).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
     gateway_port: int | None,
     broker_port: int | None,
     data_dir: Path | None,
+    llm_port: int | None,
     llm_ttft_ms: float | None,
     workers: int | None,
+    worker_http_port: int | None,
 ) -> None:
-    """Run the whole system on this machine until Ctrl-C or SIGTERM."""
+    """Run the whole system on this machine until Ctrl-C or SIGTERM.
+
+    Every port is a flag; 0 picks a free one. A child that dies is restarted with backoff.
+    """
     from teleprompter.up import run  # noqa: PLC0415  # keeps other commands' start-up light
 
     settings = settings_from_flags(
@@ -43,8 +71,10 @@ def up(
         gateway_port=gateway_port,
         broker_port=broker_port,
         data_dir=data_dir,
+        llm_sim_port=llm_port,
         llm_ttft_ms=llm_ttft_ms,
         workers=workers,
+        worker_http_port=worker_http_port,
     )
     ctx.exit(run(settings))
 
@@ -63,9 +93,14 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
     embedded = EmbeddedBroker(
         host=settings.broker_host,
         port=settings.broker_port,
-        data_dir=settings.data_dir / "broker",
+        data_dir=private_data_dir(ctx, settings) / "broker",
+        auto_create_topics=settings.broker_auto_create_topics,
+        max_request_bytes=settings.broker_max_request_bytes,
+        idle_timeout_s=settings.broker_idle_timeout_s,
+        request_read_timeout_s=settings.broker_request_read_timeout_s,
     )
-    asyncio.run(serve_until_signalled(embedded))
+    with one_line_errors(ctx):
+        asyncio.run(serve_until_signalled(embedded))
 
 
 @main.command()
@@ -75,23 +110,31 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
 def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> None:
     """Run one WebSocket gateway."""
     settings = settings_from_flags(ctx, gateway_port=port, gateway_id=gateway_id)
-    from core.tokens import SecretError  # noqa: PLC0415  # imported with the gateway
     from gateway.server import run  # noqa: PLC0415  # only this command needs aiohttp and Kafka
 
-    try:
+    with one_line_errors(ctx):
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
-    except (SecretError, SettingsError) as exc:
-        click.echo(f"teleprompter: {exc}", err=True)
-        ctx.exit(EXIT_BAD_SETTINGS)
 
 
 @main.command()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run one stream-processing worker (Faust)."""
+    """Run one stream-processing worker (Faust), with /metrics and /healthz."""
+    from streams.asr.model import AsrModelError, resolve_model_source  # noqa: PLC0415  # worker only
+    from streams.observability.server import WorkerHttpError  # noqa: PLC0415  # with the worker
     from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
 
-    run(settings_from_flags(ctx))
+    settings = settings_from_flags(ctx)
+    private_data_dir(ctx, settings)
+    try:
+        resolve_model_source(settings.asr_model)
+    except AsrModelError as exc:
+        fail(ctx, f"{exc} (TELEPROMPTER_ASR_MODEL)")
+    with one_line_errors(ctx):
+        try:
+            run(settings)
+        except WorkerHttpError as exc:
+            fail(ctx, str(exc))
 
 
 @main.command("llm-sim")
@@ -108,7 +151,8 @@ def llm_sim(
     )
     from streams.llm_sim.server import run  # noqa: PLC0415 - only this command needs aiohttp
 
-    run(settings)
+    with one_line_errors(ctx):
+        run(settings)
 
 
 @main.group()
@@ -145,21 +189,40 @@ def topics_describe(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--conversation", required=True, help="The conversation the token is bound to.")
+@click.option("--conversation", default=None, help="The conversation the token is bound to.")
 @click.option("--rep", default=None, help="The rep's name, carried in the token.")
+@click.option(
+    "--rep-key",
+    is_flag=True,
+    help="Print a rep key for --rep instead: it signs the rep in to start conversations.",
+)
 @click.option("--ttl", type=float, default=None, help="Lifetime in seconds (8 h).")
 @data_dir_option
 @click.pass_context
 def token(
-    ctx: click.Context, conversation: str, rep: str | None, ttl: float | None, data_dir: Path | None
+    ctx: click.Context,
+    conversation: str | None,
+    rep: str | None,
+    rep_key: bool,
+    ttl: float | None,
+    data_dir: Path | None,
 ) -> None:
-    """Print a signed client token for one conversation."""
+    """Print a signed client token for one conversation (or a rep key)."""
     from core.tokens import SecretError, TokenSigner, resolve_secret  # noqa: PLC0415  # PyJWT only here
 
+    if rep_key and (rep is None or conversation is not None):
+        raise click.UsageError("--rep-key needs --rep and no --conversation")
+    if not rep_key and conversation is None:
+        raise click.UsageError("--conversation is required (or --rep NAME --rep-key)")
     settings = settings_from_flags(ctx, token_ttl_s=ttl, data_dir=data_dir)
     try:
         signer = TokenSigner(resolve_secret(settings))
-        click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
+        if rep_key:
+            assert rep is not None
+            click.echo(signer.issue_rep_key(rep, ttl_s=settings.token_ttl_s))
+        else:
+            assert conversation is not None
+            click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
     except (SecretError, ValueError) as exc:
         click.echo(f"teleprompter: {exc}", err=True)
         ctx.exit(EXIT_BAD_SETTINGS)
@@ -209,6 +272,19 @@ def token(
     show_default=True,
     help="Seconds after which an unanswered turn counts as lost.",
 )
+@click.option(
+    "--speculative/--no-speculative",
+    default=None,
+    help="Speculative suggestions in the system the bench starts (default: the setting, on).",
+)
+@click.option(
+    "--unpunctuated",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="Share of customer lines typed without punctuation: they wait for the turn pause, "
+    "and one with a comma comes as two finals a short pause apart.",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -223,10 +299,20 @@ def bench(
     baseline: bool,
     workers: int | None,
     deadline: float,
+    speculative: bool | None,
+    unpunctuated: float,
 ) -> None:
     """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
     from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
 
+    if url is not None and speculative is not None:
+        fail(
+            ctx,
+            "--speculative/--no-speculative sets up a system the bench starts; with --url, set "
+            "TELEPROMPTER_SPECULATIVE_SUGGESTIONS on the workers of that system",
+        )
+    if mode == "audio" and unpunctuated:
+        fail(ctx, "--unpunctuated is for typed transcripts (--mode transcript)")
     settings = settings_from_flags(ctx)
     options = BenchOptions(
         url=url,
@@ -239,8 +325,13 @@ def bench(
         baseline=baseline,
         deadline_s=deadline,
         workers=workers,
+        speculative=speculative,
+        unpunctuated=unpunctuated,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
+
+
+main.add_command(groups)
 
 
 @main.command()

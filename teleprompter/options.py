@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
+from core.data_dir import DataDirError, prepare_data_dir
 from core.settings import Settings, SettingsError, load_settings
+from core.tokens import SecretError
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +46,33 @@ def data_dir_option(func: F) -> F:
         default=None,
         help="Where state lives (default: .teleprompter, or TELEPROMPTER_DATA_DIR).",
     )(func)
+
+
+def fail(ctx: click.Context, message: str, *, code: int = EXIT_BAD_SETTINGS) -> NoReturn:
+    """End the command with one line naming what is wrong."""
+    click.echo(f"teleprompter: {message}", err=True)
+    ctx.exit(code)
+
+
+@contextlib.contextmanager
+def one_line_errors(ctx: click.Context) -> Iterator[None]:
+    """What a user can fix (a taken port, an unwritable folder, a bad secret) ends in one line.
+
+    A port in use or a folder that cannot be written is the user's to fix, not a bug: it gets
+    the one line the operating system gave, not a traceback.
+    """
+    try:
+        yield
+    except (SettingsError, SecretError, DataDirError) as exc:
+        fail(ctx, str(exc))
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        fail(ctx, f"{exc.strerror or exc}{where}")
+
+
+def private_data_dir(ctx: click.Context, settings: Settings) -> Path:
+    """The settings' data dir, created private and checked writable, or a one-line exit."""
+    try:
+        return prepare_data_dir(settings.data_dir)
+    except DataDirError as exc:
+        fail(ctx, str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import uuid
@@ -35,20 +36,24 @@ async def _serve(settings: Settings) -> int:
             return 0
         starting.result()
         _announce(system)
-        exited = asyncio.create_task(system.wait_for_exit())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if exited.done():
-            click.echo(f"teleprompter: {exited.result()} exited unexpectedly; stopping", err=True)
-            return 1
+        # A child that dies is restarted (with backoff) rather than taking the system down.
+        supervising = asyncio.create_task(system.supervise())
+        await asyncio.wait({supervising, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        supervising.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervising
         return 0
     except StartupError as exc:
         click.echo(f"teleprompter: {exc}", err=True)
         return 1
     finally:
         stopping.cancel()
-        click.echo("stopping...")
-        await system.stop()
-        click.echo("stopped.")
+        if system.started_anything:
+            click.echo("stopping...")
+            await system.stop()
+            click.echo("stopped.")
+        else:
+            await system.stop()
 
 
 def _announce(system: LocalSystem) -> None:
@@ -57,6 +62,8 @@ def _announce(system: LocalSystem) -> None:
     click.echo("")
     click.echo("teleprompter is up.")
     click.echo(f"  page:      {system.http_url}/?{query}")
+    # Dev mode signs a rep in: the key rides in the fragment, which never reaches a server log.
+    click.echo(f"  signed in: {system.http_url}/#rep_key={system.rep_key('dev')}")
     click.echo(f"  websocket: {system.ws_url}?{query}")
     click.echo(f"  token:     {query.split('token=', 1)[1]}")
     s = system.settings
@@ -64,4 +71,6 @@ def _announce(system: LocalSystem) -> None:
     llm_kind = "simulator" if s.openai_base_url is None else "external"
     click.echo(f"  kafka:     {system.resolved.bootstrap_servers} ({kafka_kind})")
     click.echo(f"  llm:       {system.resolved.llm_base_url} ({llm_kind})")
+    for name, url in system.worker_urls.items():
+        click.echo(f"  {name + ':':<10} {url}/metrics  {url}/healthz")
     click.echo("Ctrl-C stops everything.")
