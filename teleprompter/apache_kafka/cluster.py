@@ -408,6 +408,9 @@ class ApacheKafkaCluster:
             "min.insync.replicas": min_insync,
             # A new group's first rebalance starts at once instead of waiting 3 s for members.
             "group.initial.rebalance.delay.ms": 0,
+            # Workers' 3 s session timeout (TELEPROMPTER_WORKER_SESSION_TIMEOUT_S) is allowed;
+            # Kafka's 6 s floor would otherwise raise it (docs/reliability.md, failover).
+            "group.min.session.timeout.ms": 2000,
             # Sized for a 2-core machine running several nodes, not for a dedicated server.
             "num.network.threads": 2,
             "num.io.threads": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Final
 
@@ -9,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.membership import broker_session_floor_s
 from teleprompter.apache_kafka.cluster import ApacheKafkaCluster, ClusterLayout, DataDirError
 from tests.teleprompter.apache_kafka.jvms import jvms_under, port_open
 
@@ -22,6 +24,8 @@ async def test_one_node_serves_survives_kill_9_and_stops_without_a_trace(tmp_pat
         (address,) = cluster.bootstrap_servers.split(",")
         assert address.startswith("127.0.0.1:")
         assert jvms_under(tmp_path) == [cluster.pid(1)]
+        # Workers' 3 s session timeout is allowed, not raised to Kafka's default 6 s floor.
+        assert await asyncio.to_thread(broker_session_floor_s, cluster.bootstrap_servers) == 2.0
         topic = await _create_topic(cluster, "events", replicas=1)
         await _produce(cluster.bootstrap_servers, topic, [b"before the crash"])
 
