@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="tp", pattern=r"^[A-Za-z0-9_-]+$")
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
+    min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="replicas that must have a write before it is acknowledged (acks=all); "
+        "unset: 2 when replication_factor is 3 or more, else 1",
+    )
 
     # --- embedded broker: what one client may cost it (Kafka's names in the descriptions) -------
     broker_max_request_bytes: int = Field(
@@ -239,6 +247,31 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _min_insync_follows_replication(cls, data: Any) -> Any:
+        # One replica may be down and writes still succeed, yet none is acknowledged on one
+        # broker alone: 2 of 3, Kafka's usual production pairing.
+        if not isinstance(data, dict):
+            return data
+        given = data.get("min_insync_replicas")
+        if given is None or (isinstance(given, str) and not given.strip()):
+            replication = data.get("replication_factor", 1)
+            if isinstance(replication, int | str) and str(replication).strip().isdigit():
+                return {**data, "min_insync_replicas": 2 if int(replication) >= 3 else 1}
+        return data
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _min_insync_within_replication(cls, value: int, info: ValidationInfo) -> int:
+        replication = info.data.get("replication_factor")
+        if replication is not None and value > replication:
+            raise ValueError(
+                f"must not exceed replication_factor ({replication}): Kafka would refuse every "
+                "acks=all write"
+            )
+        return value
 
     @model_validator(mode="after")
     def _a_whole_frame_fits_every_budget(self) -> Settings:

@@ -33,6 +33,8 @@ ConfigValue = str | int | float | bool
 LATENCY_PRODUCER_CONFIG: Final[Mapping[str, ConfigValue]] = {
     "socket.nagle.disable": True,
     "acks": "all",
+    # A send retried after a lost acknowledgement is written once, and in order.
+    "enable.idempotence": True,
     "compression.type": "none",  # audio does not compress; transcripts are tiny
     # The partition of a key must match the Java client's and aiokafka's (Faust's) murmur2,
     # so that a conversation's events share a partition number across every topic.

@@ -102,6 +102,8 @@ class SuggestionPipeline:
             "partitions": settings.partitions,
             # Keys are conversation ids; values are JSON objects (Faust's default codec).
             "key_type": str,
+            # Changelogs are as durable as the catalog's topics (replication: faust_settings).
+            "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas)},
         }
         self.routes = RouteBook(self.app.Table("routes", **table_args))
         self.contexts = ContextStore(
@@ -536,7 +538,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Sends leave at once instead of waiting for the consumed offset to commit.
         "stream_publish_on_commit": False,
         "producer_linger": 0.0,
-        "producer_acks": 1,
+        # Acknowledged once every in-sync replica has it (idempotent: see streams/transport.py).
+        "producer_acks": -1,
         "consumer_auto_offset_reset": "earliest",
         # At least once: a crash re-reads what was consumed since the last commit, and the
         # coalescer and suggester skip what they had taken (docs/reliability.md).

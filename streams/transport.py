@@ -21,21 +21,29 @@ Faust's stall monitor (every 2.5 s) expects aiokafka to fetch every assigned par
 logs an error for each one not fetched within `stream_processing_timeout`: with fix 1, every
 paused changelog partition of an idle worker, about 6 lines a second from 5 minutes after start.
 A partition paused in aiokafka on purpose is not stalled, so the monitor skips those here.
+
+Its producer is idempotent, and waits after declaring a topic until Kafka serves it (see
+`DurableProducer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
 
 SCHEME: Final = "tpkafka"
 FETCH_MAX_WAIT_MS: Final = 20
+TOPIC_SERVED_TIMEOUT_S: Final = 30.0
+TOPIC_SERVED_POLL_S: Final = 0.05
 
 
 class TransportError(RuntimeError):
@@ -102,7 +110,51 @@ class LatencyConsumer(faust_aiokafka.Consumer):
         loop.call_soon_threadsafe(lambda: thread.pause_in_driver(tps, paused=paused))
 
 
+class DurableProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer, idempotent, and declaring topics only once Kafka serves them.
+
+    Idempotent: a send retried after a lost acknowledgement is written once. Faust asks for
+    idempotence only inside transactions; the acks=all it needs come from `producer_acks`
+    (streams.app.faust_settings).
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "enable_idempotence": True}
+
+    async def create_topic(
+        self, topic: str, partitions: int, replication: int, **options: Any
+    ) -> None:
+        """Declare a topic (a table's changelog), then wait until each partition has a leader.
+
+        A real Kafka answers CreateTopics before its brokers serve the topic; a consumer that
+        joins meanwhile records the changelog as having no partitions, and Faust then fails
+        every table write with PartitionsMismatch.
+        """
+        await super().create_topic(topic, partitions, replication, **options)
+        if not self.app.conf.topic_allow_declare:
+            return
+        client = self._ensure_producer().client
+        deadline = time.monotonic() + TOPIC_SERVED_TIMEOUT_S
+        while True:
+            # All topics' metadata, in a map of its own: asking for this one topic would make
+            # aiokafka log an error for every answer that it does not exist yet.
+            try:
+                metadata = await client.fetch_all_metadata()
+            except KafkaError as exc:
+                raise TransportError(f"no metadata for topic {topic}: {exc}") from exc
+            if len(metadata.available_partitions_for_topic(topic) or ()) >= partitions:
+                return
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"topic {topic} still has partitions without a leader after "
+                    f"{TOPIC_SERVED_TIMEOUT_S:.0f} s"
+                )
+            await asyncio.sleep(TOPIC_SERVED_POLL_S)
+
+
 class Transport(faust_aiokafka.Transport):
-    """`tpkafka://host:port`: Faust's aiokafka transport with `LatencyConsumer`."""
+    """`tpkafka://host:port`: Faust's aiokafka transport with `LatencyConsumer` and
+    `DurableProducer`."""
 
     Consumer = LatencyConsumer
+    Producer = DurableProducer

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from core.data_dir import private_file_mode
+from teleprompter.apache_kafka.commands import kafka
 from teleprompter.consumer_groups.commands import groups
 from teleprompter.conversations.commands import replay
 from teleprompter.export.commands import export
@@ -341,3 +342,6 @@ def config(ctx: click.Context) -> None:
     width = max(len(name) for name in settings.masked())
     for name, value in settings.masked().items():
         click.echo(f"{name.ljust(width)}  {value}")
+
+
+main.add_command(kafka)

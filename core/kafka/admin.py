@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 _librdkafka_logger = logger.getChild("librdkafka")
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 # confluent-kafka leaves these two class methods unannotated.
 _EARLIEST: Final[OffsetSpec] = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -46,6 +48,16 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 # librdkafka may take a moment past its own deadline to fail a request; ours fires only if the
 # client never answers at all.
 _GRACE_S: Final = 5.0
+# Errors that mean "this topic's partitions are not served yet": a real cluster answers
+# CreateTopics once the controller has the topic, before every broker serves it.
+_TOPIC_NOT_READY: Final = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
+_RETRY_S: Final = 0.05
 # Errors that mean "this group has not formed yet", not "Kafka is broken".
 _GROUP_NOT_READY: Final = frozenset(
     {
@@ -222,7 +234,23 @@ class TopicAdmin:
             )
         for name in created:
             logger.debug("created topic %s", name)
+        await self._wait_for_leaders(created)
         return created, raced
+
+    async def _wait_for_leaders(self, names: list[str]) -> None:
+        """Until every partition of these topics has a leader, so that whoever uses them next
+        (a producer, `topics describe`) is served rather than told they do not exist yet."""
+        deadline = time.monotonic() + self.timeout_s
+        while names:
+            metadata = await self._metadata()
+            names = [name for name in names if not _all_led(metadata, name)]
+            if names and time.monotonic() > deadline:
+                raise KafkaAdminError(
+                    f"topics created on {self.bootstrap_servers} have partitions without a "
+                    f"leader after {self.timeout_s:g} s: {', '.join(names)}"
+                )
+            if names:
+                await asyncio.sleep(_RETRY_S)
 
     async def _compare(
         self, specs: list[TopicSpec], metadata: ClusterMetadata
@@ -345,8 +373,10 @@ class TopicAdmin:
         if not names:
             return {}, {}
         resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-        futures = self._client.describe_configs(resources, request_timeout=self.timeout_s)
-        outcomes = await self._gather(futures.values())
+        futures, outcomes = await self._until_served(
+            resources,
+            lambda some: self._client.describe_configs(some, request_timeout=self.timeout_s),
+        )
         configs: dict[str, dict[str, str]] = {}
         set_on_topic: dict[str, frozenset[str]] = {}
         failures = []
@@ -372,10 +402,12 @@ class TopicAdmin:
     ) -> dict[tuple[str, int], int]:
         if not partitions:
             return {}
-        futures = self._client.list_offsets(
-            {partition: spec for partition in partitions}, request_timeout=self.timeout_s
+        futures, outcomes = await self._until_served(
+            partitions,
+            lambda some: self._client.list_offsets(
+                {partition: spec for partition in some}, request_timeout=self.timeout_s
+            ),
         )
-        outcomes = await self._gather(futures.values())
         offsets: dict[tuple[str, int], int] = {}
         failures = []
         for partition, outcome in zip(futures, outcomes, strict=True):
@@ -388,6 +420,30 @@ class TopicAdmin:
                 f"cannot list offsets on {self.bootstrap_servers}: " + "; ".join(failures)
             )
         return offsets
+
+    async def _until_served(
+        self, keys: list[K], request: Callable[[list[K]], dict[K, Future[Any]]]
+    ) -> tuple[list[K], list[Any]]:
+        """One request per key, asked again for the keys whose topic is not served yet (see
+        _TOPIC_NOT_READY) until `timeout_s`; returns the keys and their outcomes, in order."""
+        outcomes: dict[K, Any] = {}
+        pending = keys
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            futures = request(pending)
+            for key, outcome in zip(futures, await self._gather(futures.values()), strict=True):
+                outcomes[key] = outcome
+            pending = [
+                key
+                for key in pending
+                if isinstance(outcomes[key], BaseException)
+                and _code(outcomes[key]) in _TOPIC_NOT_READY
+            ]
+            if pending and time.monotonic() > deadline:
+                break
+            if pending:
+                await asyncio.sleep(_RETRY_S)
+        return keys, [outcomes[key] for key in keys]
 
     async def _gather(self, futures: Iterable[Future[Any]]) -> list[Any]:
         """Await confluent-kafka's thread futures; each outcome is a result or an exception."""
@@ -411,6 +467,16 @@ class _DemotedLog:
 
     def log(self, level: int, message: str, *args: object) -> None:
         _librdkafka_logger.debug(message, *args)
+
+
+def _all_led(metadata: ClusterMetadata, topic: str) -> bool:
+    found = metadata.topics.get(topic)
+    return (
+        found is not None
+        and found.error is None
+        and bool(found.partitions)
+        and all(p.leader >= 0 and p.error is None for p in found.partitions.values())
+    )
 
 
 def _is_set_on_topic(entry: ConfigEntry) -> bool:

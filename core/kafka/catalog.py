@@ -36,12 +36,17 @@ class TopicSpec:
     cleanup_policy: CleanupPolicy = "delete"
     retention_ms: int = 7 * DAY_MS
     replication_factor: int = 1
+    min_insync_replicas: int = 1
     description: str = ""
     extra_config: dict[str, str] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, str]:
-        config = {"cleanup.policy": self.cleanup_policy, **self.extra_config}
+        config = {
+            "cleanup.policy": self.cleanup_policy,
+            "min.insync.replicas": str(self.min_insync_replicas),
+            **self.extra_config,
+        }
         if self.cleanup_policy == "delete":
             config["retention.ms"] = str(self.retention_ms)
         return config
@@ -60,6 +65,7 @@ class TopicCatalog:
     profiles: TopicSpec
     prefix: str
     replication_factor: int
+    min_insync_replicas: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicCatalog:
@@ -81,12 +87,14 @@ class TopicCatalog:
                 cleanup_policy=cleanup_policy,
                 retention_ms=retention_ms,
                 replication_factor=settings.replication_factor,
+                min_insync_replicas=settings.min_insync_replicas,
                 description=description,
             )
 
         return cls(
             prefix=prefix,
             replication_factor=settings.replication_factor,
+            min_insync_replicas=settings.min_insync_replicas,
             audio=spec(
                 "audio",
                 AudioChunk,
@@ -130,6 +138,7 @@ class TopicCatalog:
             partitions=1,
             retention_ms=HOUR_MS,
             replication_factor=self.replication_factor,
+            min_insync_replicas=self.min_insync_replicas,
             description=f"suggestion events for the conversations gateway {gateway_id} holds",
         )
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 # Short group timings so members notice rebalances quickly (the defaults are seconds).
@@ -23,6 +24,13 @@ CONFLUENT_GROUP_SETTINGS: Final = {
     "heartbeat.interval.ms": 100,
     "topic.metadata.refresh.interval.ms": 1000,
 }
+_NOT_SERVED_YET: Final = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
 AIOKAFKA_GROUP_SETTINGS: Final = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 100,
@@ -46,7 +54,8 @@ def create_topic(
     partitions: int = 1,
     config: dict[str, str] | None = None,
 ) -> str:
-    """Create a topic and wait until the cluster reports all its partitions."""
+    """Create a topic and wait until the cluster reports all its partitions, each with a leader
+    (a real Kafka answers CreateTopics before its brokers serve the new partitions)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
@@ -55,9 +64,32 @@ def create_topic(
 
     def visible() -> bool:
         topic = admin.list_topics(name, timeout=10).topics.get(name)
-        return topic is not None and topic.error is None and len(topic.partitions) == partitions
+        return (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+        )
 
     wait_for(visible, what=f"topic {name} to be visible")
+    # Metadata names a leader a moment before that broker serves the partition: wait until
+    # each leader answers for its partition.
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"{name}-probe"})
+
+    def served(partition: int) -> bool:
+        try:
+            consumer.get_watermark_offsets(TopicPartition(name, partition), 10, cached=False)
+        except KafkaException as exc:
+            if exc.args[0].code() in _NOT_SERVED_YET:
+                return False
+            raise
+        return True
+
+    try:
+        for partition in range(partitions):
+            wait_for(lambda p=partition: served(p), what=f"{name}[{partition}] served")
+    finally:
+        consumer.close()
     return name
 
 

@@ -172,6 +172,30 @@ def test_invalid_value_names_the_setting(
     assert repr(value) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("replication", "min_insync", "expected"),
+    [("1", None, 1), ("2", None, 1), ("3", None, 2), ("5", None, 2), ("3", "3", 3), ("3", "", 2)],
+)
+def test_min_insync_replicas_follow_replication_unless_set(
+    monkeypatch: pytest.MonkeyPatch, replication: str, min_insync: str | None, expected: int
+) -> None:
+    monkeypatch.setenv("TELEPROMPTER_REPLICATION_FACTOR", replication)
+    if min_insync is not None:
+        monkeypatch.setenv("TELEPROMPTER_MIN_INSYNC_REPLICAS", min_insync)
+
+    assert load_settings().min_insync_replicas == expected
+
+
+def test_min_insync_replicas_above_replication_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEPROMPTER_MIN_INSYNC_REPLICAS", "2")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert "min_insync_replicas (TELEPROMPTER_MIN_INSYNC_REPLICAS)" in str(caught.value)
+    assert "must not exceed replication_factor (1)" in str(caught.value)
+
+
 def test_every_invalid_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEPROMPTER_GATEWAY_PORT", "-1")
     monkeypatch.setenv("TELEPROMPTER_WORKERS", "0")

@@ -50,18 +50,27 @@ def test_partitions_and_replication_come_from_settings(catalog: TopicCatalog) ->
     assert {spec.replication_factor for spec in catalog.shared_topics} == {3}
 
 
+def test_min_insync_replicas_come_from_settings(catalog: TopicCatalog) -> None:
+    # Replication 3 leaves min.insync.replicas at 2 unless set: one replica may be down.
+    assert {spec.config["min.insync.replicas"] for spec in catalog.shared_topics} == {"2"}
+    single = TopicCatalog.from_settings(Settings(replication_factor=3, min_insync_replicas=3))
+    assert single.turns.config["min.insync.replicas"] == "3"
+    assert single.reply_topic("gw").config["min.insync.replicas"] == "3"
+
+
 def test_latest_state_topics_are_compacted(catalog: TopicCatalog) -> None:
     compacted = {spec.name for spec in catalog.shared_topics if spec.cleanup_policy == "compact"}
     assert compacted == {"prod_tp.routes", "prod_tp.summaries", "prod_tp.profiles"}
     for spec in (catalog.routes, catalog.summaries, catalog.profiles):
         # Compaction keeps the latest record per conversation forever: no time limit.
-        assert spec.config == {"cleanup.policy": "compact"}
+        assert spec.config == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
 
 
 def test_streams_are_deleted_after_their_retention(catalog: TopicCatalog) -> None:
-    assert catalog.audio.config == {"cleanup.policy": "delete", "retention.ms": str(HOUR_MS)}
+    assert catalog.audio.config["retention.ms"] == str(HOUR_MS)
     for spec in (catalog.transcripts, catalog.turns, catalog.suggestions):
-        assert spec.config == {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+        assert spec.config["cleanup.policy"] == "delete"
+        assert spec.config["retention.ms"] == str(7 * DAY_MS)
 
 
 def test_routes_carry_session_routes(catalog: TopicCatalog) -> None:
@@ -75,7 +84,11 @@ def test_reply_topic_per_gateway(catalog: TopicCatalog) -> None:
     assert reply.event_type is SuggestionEvent
     assert reply.partitions == 1
     assert reply.replication_factor == 3
-    assert reply.config == {"cleanup.policy": "delete", "retention.ms": str(HOUR_MS)}
+    assert reply.config == {
+        "cleanup.policy": "delete",
+        "min.insync.replicas": "2",
+        "retention.ms": str(HOUR_MS),
+    }
     assert reply not in catalog.shared_topics
 
 
@@ -93,4 +106,8 @@ def test_extra_config_joins_the_topic_config() -> None:
         cleanup_policy="compact",
         extra_config={"min.compaction.lag.ms": "1000"},
     )
-    assert spec.config == {"cleanup.policy": "compact", "min.compaction.lag.ms": "1000"}
+    assert spec.config == {
+        "cleanup.policy": "compact",
+        "min.insync.replicas": "1",
+        "min.compaction.lag.ms": "1000",
+    }
