@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 logger = logging.getLogger(__name__)
@@ -133,16 +134,22 @@ class DurableProducer(faust_aiokafka.Producer):
         if not self.app.conf.topic_allow_declare:
             return
         client = self._ensure_producer().client
-        await client.add_topic(topic)
         deadline = time.monotonic() + TOPIC_SERVED_TIMEOUT_S
-        while len(client.cluster.available_partitions_for_topic(topic) or ()) < partitions:
+        while True:
+            # All topics' metadata, in a map of its own: asking for this one topic would make
+            # aiokafka log an error for every answer that it does not exist yet.
+            try:
+                metadata = await client.fetch_all_metadata()
+            except KafkaError as exc:
+                raise TransportError(f"no metadata for topic {topic}: {exc}") from exc
+            if len(metadata.available_partitions_for_topic(topic) or ()) >= partitions:
+                return
             if time.monotonic() > deadline:
                 raise TransportError(
                     f"topic {topic} still has partitions without a leader after "
                     f"{TOPIC_SERVED_TIMEOUT_S:.0f} s"
                 )
             await asyncio.sleep(TOPIC_SERVED_POLL_S)
-            await client.force_metadata_update()
 
 
 class Transport(faust_aiokafka.Transport):

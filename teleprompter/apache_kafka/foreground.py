@@ -56,7 +56,9 @@ async def _serve(cluster: ApacheKafkaCluster) -> int:
     try:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
+            # Settled before stop_all, so that no node is spawned after it has run.
             starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
             return EXIT_OK
         starting.result()
         _say(
