@@ -228,6 +228,19 @@ def token(
         ctx.exit(EXIT_BAD_SETTINGS)
 
 
+def _named_pids(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, int]:
+    """`--measure NAME=PID` values as {NAME: PID}."""
+    named: dict[str, int] = {}
+    for value in values:
+        name, _, pid = value.partition("=")
+        if not name or not pid.isdigit():
+            raise click.BadParameter(f"{value!r} is not NAME=PID", ctx=ctx, param=param)
+        named[name] = int(pid)
+    return named
+
+
 @main.command()
 @click.option("--url", default=None, help="WebSocket URL of a running system (default: start one).")
 @click.option("--sessions", type=click.IntRange(min=1), default=50, show_default=True)
@@ -285,6 +298,14 @@ def token(
     help="Share of customer lines typed without punctuation: they wait for the turn pause, "
     "and one with a comma comes as two finals a short pause apart.",
 )
+@click.option(
+    "--measure",
+    "measured",
+    multiple=True,
+    callback=_named_pids,
+    metavar="NAME=PID",
+    help="Also report this process's CPU and memory, e.g. a Kafka node (repeatable).",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -301,6 +322,7 @@ def bench(
     deadline: float,
     speculative: bool | None,
     unpunctuated: float,
+    measured: dict[str, int],
 ) -> None:
     """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
     from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
@@ -327,6 +349,7 @@ def bench(
         workers=workers,
         speculative=speculative,
         unpunctuated=unpunctuated,
+        measured=measured,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
 

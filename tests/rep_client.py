@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +20,8 @@ class RepClient:
     conversation_id: str
     token: str
     received: list[dict[str, Any]] = field(default_factory=list)
+    arrived_at: list[float] = field(default_factory=list)
+    """When each message of `received` arrived (time.monotonic()), index for index."""
     close_code: int | None = None
     _session: aiohttp.ClientSession | None = None
     _ws: aiohttp.ClientWebSocketResponse | None = None
@@ -105,6 +108,7 @@ class RepClient:
                 if frame.type == aiohttp.WSMsgType.TEXT:
                     async with self._arrived:
                         self.received.append(json.loads(frame.data))
+                        self.arrived_at.append(time.monotonic())
                         self._arrived.notify_all()
         finally:
             self.close_code = self._ws.close_code

@@ -80,6 +80,8 @@ class BenchOptions:
     workers: int | None = None
     speculative: bool | None = None  # None: the settings' (speculative_suggestions)
     unpunctuated: float = 0.0  # share of customer lines typed without punctuation
+    # Processes outside the system measured too, by name (e.g. Kafka nodes: `--measure`).
+    measured: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +160,7 @@ async def run_bench(
             ws_url=options.url,
             token_for=lambda cid: signer.issue(cid, ttl_s=settings.token_ttl_s),
             llm_base_url=settings.llm_base_url,
-            pids={"bench": os.getpid()},
+            pids={**options.measured, "bench": os.getpid()},
             settings=settings,
         )
         return await _measure(options, schedule, target, machine, tag, audio, say)
@@ -170,7 +172,7 @@ async def run_bench(
                 ws_url=system.ws_url,
                 token_for=system.token,
                 llm_base_url=system.resolved.llm_base_url,
-                pids={**system.child_pids(), "bench": os.getpid()},
+                pids={**system.child_pids(), **options.measured, "bench": os.getpid()},
                 settings=system.resolved,
                 worker_urls=system.worker_urls,
             )

@@ -42,6 +42,9 @@ async def test_the_smoke_bench_reports_every_section_and_loses_nothing(
         "50",
         "--json",
         str(report_path),
+        # A process outside the system, measured too (as a Kafka node would be).
+        "--measure",
+        f"pytest={os.getpid()}",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -81,7 +84,7 @@ async def test_the_smoke_bench_reports_every_section_and_loses_nothing(
     assert calls["streams"] == calls["turns_sent"] == turns["sent"] + turns["warmup"]
     assert calls["speculations_started"] == 0
     names = {p["name"] for p in report["processes"]}
-    assert {"worker", "gateway", "llm-sim", "bench"} <= names
+    assert {"worker", "gateway", "llm-sim", "bench", "pytest"} <= names
     assert "broker" not in names  # the session's broker was given: none was started
     assert all(p["peak_rss_mb"] > 0 for p in report["processes"])
     assert report["machine"]["cpus"] >= 1
