@@ -120,6 +120,10 @@ class Settings(BaseSettings):
 
     # --- processes --------------------------------------------------------------------------
     workers: int = Field(default=1, ge=1, le=64)
+    worker_http_host: str = "127.0.0.1"
+    worker_http_port: int = Field(
+        default=8081, ge=0, le=65535, description="a worker's /metrics and /healthz; 0 picks one"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -32,8 +32,10 @@ LATENCY_BUCKETS_S: Final = (
 )
 
 # Stage names come from workers' timings; bound the label set so a bug cannot explode it.
+# The workers name a stage by the gap it measures, "llm_request->llm_first_token" (the LLM's
+# time to first token): label values may hold any text, so the names are kept as they come.
 MAX_STAGES: Final = 32
-_STAGE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_STAGE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,39}(->[a-z][a-z0-9_]{0,39})?$")
 
 
 class GatewayMetrics:

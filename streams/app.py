@@ -39,7 +39,8 @@ from streams.asr.model import AsrModelError
 from streams.asr.transcriber import AsrCapacityError, RecognizedText, SpeechRecognitionEngine
 from streams.coalescer import TurnCoalescer
 from streams.contexts import ContextStore
-from streams.llm import SuggestionModel
+from streams.llm import LlmError, SuggestionModel
+from streams.observability.metrics import WorkerMetrics
 from streams.prompt import PromptBuilder
 from streams.routes import RouteBook
 from streams.suggester import SuggestionStreamer
@@ -56,9 +57,16 @@ ROUTE_WAIT_S: Final = 2.0
 class SuggestionPipeline:
     """Builds the Faust app for one worker process and holds its agents' shared state."""
 
-    def __init__(self, settings: Settings, *, codec: EventCodec | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        codec: EventCodec | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.codec = codec or default_codec()
+        self.metrics = metrics or WorkerMetrics()
         self.catalog = TopicCatalog.from_settings(settings)
         self.app = faust.App(**faust_settings(settings))
         self.model = SuggestionModel.from_settings(settings)
@@ -260,14 +268,20 @@ class SuggestionPipeline:
 
     async def _compose(self, turn: Turn) -> AsyncIterator[str]:
         prompt = self.builder.suggestion(self.contexts.get(turn.conversation_id))
-        async for fragment in self.model.stream(prompt, request_id=turn.turn_id):
-            yield fragment
+        try:
+            async for fragment in self.model.stream(prompt, request_id=turn.turn_id):
+                yield fragment
+        except LlmError as exc:
+            self.metrics.llm_error(exc.kind)
+            raise
 
     async def _send_turn(self, turn: Turn) -> None:
         turn.stamp("turn_out")
         await self._send(self.catalog.turns.name, turn)
+        self.metrics.turn_emitted()
 
     async def _publish_suggestion(self, event: SuggestionEvent) -> None:
+        self.metrics.suggestion_published(event)
         route = await self.routes.wait_for(event.conversation_id, timeout_s=ROUTE_WAIT_S)
         if route is None:
             logger.warning(

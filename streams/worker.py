@@ -8,15 +8,22 @@ import faust
 
 from core.settings import Settings
 from streams.app import SuggestionPipeline
+from streams.observability.metrics import WorkerMetrics
+from streams.observability.server import WorkerEndpoints
 
 logger = logging.getLogger(__name__)
 
 
 def run(settings: Settings) -> None:
     """Start the Faust worker; its own signal handlers stop it cleanly on SIGTERM or Ctrl-C."""
-    pipeline = SuggestionPipeline(settings)
+    metrics = WorkerMetrics()
+    pipeline = SuggestionPipeline(settings, metrics=metrics)
+    endpoints = WorkerEndpoints.for_worker(
+        settings, app=pipeline.app, metrics=metrics, conversations=lambda: len(pipeline.contexts)
+    )
     worker = faust.Worker(
         pipeline.app,
+        endpoints,  # started before the app, stopped after it
         loglevel=settings.log_level,
         # Faust's banner and spinner are for people at a terminal, not for logs.
         quiet=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from core.data_dir import private_file_mode
+from teleprompter.consumer_groups.commands import groups
 from teleprompter.options import (
     EXIT_BAD_SETTINGS,
     data_dir_option,
@@ -35,6 +36,12 @@ def main() -> None:
 @click.option("--llm-port", type=int, default=None, help="LLM simulator port (8000).")
 @click.option("--llm-ttft-ms", type=float, default=None, help="Simulator time to first token.")
 @click.option("--workers", type=int, default=None, help="Stream worker processes (1).")
+@click.option(
+    "--worker-http-port",
+    type=int,
+    default=None,
+    help="First worker's /metrics and /healthz port, the next worker's +1 (default: free ones).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -44,6 +51,7 @@ def up(
     llm_port: int | None,
     llm_ttft_ms: float | None,
     workers: int | None,
+    worker_http_port: int | None,
 ) -> None:
     """Run the whole system on this machine until Ctrl-C or SIGTERM.
 
@@ -59,6 +67,7 @@ def up(
         llm_sim_port=llm_port,
         llm_ttft_ms=llm_ttft_ms,
         workers=workers,
+        worker_http_port=worker_http_port,
     )
     ctx.exit(run(settings))
 
@@ -99,8 +108,9 @@ def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> Non
 @main.command()
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run one stream-processing worker (Faust)."""
+    """Run one stream-processing worker (Faust), with /metrics and /healthz."""
     from streams.asr.model import AsrModelError, resolve_model_source  # noqa: PLC0415  # worker only
+    from streams.observability.server import WorkerHttpError  # noqa: PLC0415  # with the worker
     from streams.worker import run  # noqa: PLC0415  # Faust is heavy; only the worker imports it
 
     settings = settings_from_flags(ctx)
@@ -110,7 +120,10 @@ def worker(ctx: click.Context) -> None:
     except AsrModelError as exc:
         fail(ctx, f"{exc} (TELEPROMPTER_ASR_MODEL)")
     with one_line_errors(ctx):
-        run(settings)
+        try:
+            run(settings)
+        except WorkerHttpError as exc:
+            fail(ctx, str(exc))
 
 
 @main.command("llm-sim")
@@ -261,6 +274,9 @@ def bench(
         workers=workers,
     )
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
+
+
+main.add_command(groups)
 
 
 @main.command()

@@ -103,6 +103,7 @@ class LocalSystem:
     _resolved: Settings | None = None
     _lock_fd: int | None = None
     _stopping: bool = False
+    _worker_ports: dict[str, int] = field(default_factory=dict)
 
     # --- what it exposes --------------------------------------------------------------------
     @property
@@ -121,6 +122,12 @@ class LocalSystem:
     def ws_url(self) -> str:
         s = self.resolved
         return f"ws://{s.gateway_host}:{s.gateway_port}/ws"
+
+    @property
+    def worker_urls(self) -> dict[str, str]:
+        """Each worker's HTTP base URL (it serves /metrics and /healthz) by worker name."""
+        host = self.resolved.worker_http_host
+        return {name: f"http://{host}:{port}" for name, port in self._worker_ports.items()}
 
     def token(self, conversation_id: str, *, rep: str | None = None) -> str:
         signer = TokenSigner(resolve_secret(self.resolved))
@@ -197,7 +204,7 @@ class LocalSystem:
             await self._spawn("llm-sim", "llm-sim")
             await self._until_ready("llm-sim", lambda: _http_ok(f"{resolved.llm_base_url}/models"))
         for n in range(resolved.workers):
-            await self._spawn(f"worker-{n + 1}" if resolved.workers > 1 else "worker", "worker")
+            await self._spawn_worker(f"worker-{n + 1}" if resolved.workers > 1 else "worker", n)
         await self._spawn("gateway", "gateway")
         await self._until_ready("gateway", lambda: _http_ok(f"{self.http_url}/healthz"))
         await self._until_ready(
@@ -224,7 +231,7 @@ class LocalSystem:
         for child in [c for c in self._children if c.name == "worker"]:
             self._children.remove(child)
             await _terminate(child, grace_s=STOP_GRACE_S)
-        await self._spawn("worker", "worker")
+        await self._spawn_worker("worker", 0)
         await self._until_ready("worker", lambda: self._workers_stable(s))
 
     async def _workers_stable(self, s: Settings) -> bool:
@@ -281,6 +288,17 @@ class LocalSystem:
         self._say(f"{child.name} restarted (pid {replacement.process.pid})")
 
     # --- internals --------------------------------------------------------------------------
+    async def _spawn_worker(self, name: str, n: int) -> None:
+        """Worker `n` gets an HTTP port of its own: the setting plus n when it was set, else a
+        free one (several workers share this machine)."""
+        s = self.resolved
+        port = self._worker_ports.get(name)
+        if port is None:
+            chosen = "worker_http_port" in self.settings.model_fields_set and s.worker_http_port
+            port = s.worker_http_port + n if chosen else _free_port(s.worker_http_host)
+            self._worker_ports[name] = port
+        await self._spawn(name, "worker", settings=s.model_copy(update={"worker_http_port": port}))
+
     async def _spawn(self, name: str, command: str, *, settings: Settings | None = None) -> _Child:
         settings = settings or self.resolved
         process = await asyncio.create_subprocess_exec(
@@ -374,6 +392,16 @@ def port_claims(settings: Settings) -> list[PortClaim]:
                 what="LLM simulator", host="127.0.0.1", port=s.llm_sim_port, flag="--llm-port"
             )
         )
+    if "worker_http_port" in s.model_fields_set and s.worker_http_port:
+        claims += [
+            PortClaim(
+                what=f"worker {n + 1} metrics",
+                host=s.worker_http_host,
+                port=s.worker_http_port + n,
+                flag="--worker-http-port",
+            )
+            for n in range(s.workers)
+        ]
     return [claim for claim in claims if claim.port]
 
 

@@ -69,4 +69,6 @@ def _announce(system: LocalSystem) -> None:
     llm_kind = "simulator" if s.openai_base_url is None else "external"
     click.echo(f"  kafka:     {system.resolved.bootstrap_servers} ({kafka_kind})")
     click.echo(f"  llm:       {system.resolved.llm_base_url} ({llm_kind})")
+    for name, url in system.worker_urls.items():
+        click.echo(f"  {name + ':':<10} {url}/metrics  {url}/healthz")
     click.echo("Ctrl-C stops everything.")

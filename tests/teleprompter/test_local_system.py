@@ -44,3 +44,15 @@ def test_external_kafka_and_llm_claim_no_local_ports(tmp_path: Path) -> None:
     )
 
     assert [claim.what for claim in port_claims(settings)] == ["gateway"]
+
+
+def test_explicit_worker_ports_are_claimed_one_per_worker(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, gateway_port=0, llm_sim_port=0, workers=2, worker_http_port=9400
+    )
+
+    assert [(claim.what, claim.port) for claim in port_claims(settings)] == [
+        ("broker", 9092),
+        ("worker 1 metrics", 9400),
+        ("worker 2 metrics", 9401),
+    ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import aiohttp
+
 from tests.rep_client import RepClient
 from tests.up_process import UpProcess, clean_environment, port_is_listening
 
@@ -21,6 +23,13 @@ async def test_up_serves_a_suggestion_and_stops_cleanly_on_sigterm(tmp_path: Pat
             await rep.say("How long does onboarding usually take?")
             [complete] = await rep.wait_for("suggestion_complete", timeout_s=60)
             assert complete["text"]
+
+        worker_line = await up.line(r"/metrics  http")
+        metrics_url, health_url = worker_line.string.split()[1:3]
+        assert metrics_url.endswith("/metrics") and health_url.endswith("/healthz")
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+            assert response.status == 200
+            assert "teleprompter_worker_turns_total" in await response.text()
 
         assert await up.stop() == 0, up.tail()
 

@@ -1,0 +1,1 @@
+"""A worker's metrics and health, served over HTTP next to its Faust app."""

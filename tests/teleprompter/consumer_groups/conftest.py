@@ -1,0 +1,5 @@
+"""A topic with records and a group of real consumers for every test here."""
+
+from __future__ import annotations
+
+from tests.group_workload import workload  # noqa: F401  # the fixture, by import
