@@ -9,6 +9,10 @@ confluent-kafka (librdkafka) and with aiokafka, whose consumer here uses Faust's
 fetch_max_wait_ms=1500, so parked-fetch wake-up is what is measured.
 Throughput: a batching confluent-kafka producer writing as fast as it can, then a consumer
 reading everything back.
+Under fuzz (`--under-fuzz`): the confluent-kafka latency pair runs once on a quiet broker and
+once while other connections send hostile requests (broker/hostile.py: impossible array
+counts, 32 MB frames, requests heavy with items, slowloris frames, metadata storms of unknown
+topics); the two runs' percentiles and the hostile connections' outcomes are reported.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
+import os
 import re
 import statistics
 import subprocess
@@ -25,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +40,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from broker import hostile
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +227,91 @@ def confluent_throughput(bootstrap: str, count: int, size: int) -> dict[str, flo
     }
 
 
+# --- under fuzz ----------------------------------------------------------------------------------
+
+
+def _abuse_until(address: tuple[str, int], kind: str, stop: Any, results: Any) -> None:
+    """One hostile connection after another until `stop` is set (in a child process, so the
+    measuring process shares no interpreter with the abuse); puts how each one ended."""
+    outcomes = {"sent": 0, "closed_by_broker": 0}
+    payloads: dict[str, Callable[[], bytes]] = {
+        "impossible_count": hostile.impossible_array_count,
+        "frame_32mb": lambda: hostile.huge_array_frame(32 * 1024 * 1024),
+        "item_heavy": lambda: hostile.item_heavy_request(400, 500),
+        "metadata_storm": lambda: hostile.metadata_for_unknown_topics(2_000),
+    }
+    payload = payloads[kind]() if kind in payloads else b""
+    while not stop.is_set():
+        outcomes["sent"] += 1
+        try:
+            if kind == "slowloris":
+                closed = hostile.slowloris(address, byte_every_s=1.0, timeout_s=60.0)
+            elif kind == "metadata_storm":
+                hostile.metadata_answer(address, payload, timeout_s=60.0)
+                closed = False
+            else:
+                closed = hostile.send_and_watch(address, payload, timeout_s=60.0)
+        except OSError:
+            closed = True
+        outcomes["closed_by_broker"] += int(closed)
+    results.put((kind, outcomes))
+
+
+_HOSTILE_KINDS: Final = (
+    "impossible_count",
+    "frame_32mb",
+    "item_heavy",
+    "metadata_storm",
+    *["slowloris"] * 4,
+)
+
+
+def latency_under_fuzz(bootstrap: str, count: int, rate_per_s: float) -> dict[str, Any]:
+    """The latency pair on a quiet broker, then again while hostile connections run."""
+    quiet = confluent_latency(bootstrap, count, rate_per_s)
+    host, port = bootstrap.split(",", maxsplit=1)[0].rsplit(":", 1)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    outcomes = context.Queue()
+    abusers = [
+        context.Process(target=_abuse_until, args=((host, int(port)), kind, stop, outcomes))
+        for kind in _HOSTILE_KINDS
+    ]
+    for abuser in abusers:
+        abuser.start()
+    try:
+        fuzzed = confluent_latency(bootstrap, count, rate_per_s)
+        load_average = os.getloadavg()
+    finally:
+        stop.set()
+        totals: dict[str, dict[str, int]] = {}
+        for _ in abusers:
+            kind, counted = outcomes.get(timeout=_TIMEOUT_S)
+            total = totals.setdefault(kind, {"sent": 0, "closed_by_broker": 0})
+            for key, value in counted.items():
+                total[key] += value
+        for abuser in abusers:
+            abuser.join(_TIMEOUT_S)
+    return {"quiet": quiet, "under_fuzz": fuzzed, "hostile": totals, "load_average": load_average}
+
+
+def print_fuzz_table(results: dict[str, Any], rate: float) -> None:
+    print(f"\nproduce -> consume latency, confluent-kafka, {rate:g} records/s (acks=all)")
+    print(f"{'':<14}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for key in ("quiet", "under_fuzz"):
+        row = results[key]
+        print(
+            f"{key:<14}{row['p50_ms']:>9.2f}{row['p90_ms']:>9.2f}"
+            f"{row['p99_ms']:>9.2f}{row['max_ms']:>9.2f}"
+        )
+    print("\nhostile connections (sent / closed by the broker)")
+    for kind, counted in results["hostile"].items():
+        print(f"  {kind:<18}{counted['sent']:>6} / {counted['closed_by_broker']}")
+    print(
+        "load average during the fuzzed run: {:.2f} {:.2f} {:.2f}".format(*results["load_average"])
+    )
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
@@ -262,17 +355,34 @@ def main() -> None:
     parser.add_argument("--throughput-count", type=int, default=200_000)
     parser.add_argument("--record-bytes", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--under-fuzz",
+        action="store_true",
+        help="latency on a quiet broker, then while hostile connections run (no throughput)",
+    )
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if arguments.bootstrap_servers:
-        results = run(arguments.bootstrap_servers, arguments)
+    if arguments.under_fuzz:
+        results = _under_fuzz(arguments)
+        print_fuzz_table(results, arguments.rate)
     else:
-        with broker_process() as bootstrap:
-            results = run(bootstrap, arguments)
-        results["bootstrap_servers"] = "embedded (python -m broker, child process)"
-    print_table(results, arguments.rate)
+        if arguments.bootstrap_servers:
+            results = run(arguments.bootstrap_servers, arguments)
+        else:
+            with broker_process() as bootstrap:
+                results = run(bootstrap, arguments)
+            results["bootstrap_servers"] = "embedded (python -m broker, child process)"
+        print_table(results, arguments.rate)
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _under_fuzz(arguments: argparse.Namespace) -> dict[str, Any]:
+    count, rate = arguments.latency_count, arguments.rate
+    if arguments.bootstrap_servers:
+        return latency_under_fuzz(arguments.bootstrap_servers, count, rate)
+    with broker_process() as bootstrap:
+        return latency_under_fuzz(bootstrap, count, rate)
 
 
 if __name__ == "__main__":

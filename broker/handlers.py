@@ -8,6 +8,7 @@ that connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,12 +17,12 @@ from typing import Any, Final
 
 from broker.errors import BrokerError, ErrorCode
 from broker.groups import GroupCoordinator
-from broker.log import PartitionLog
+from broker.log import Appended, PartitionLog
 from broker.offsets import OffsetStore
 from broker.protocol import Request, advertised_versions
 from broker.records import CONTROL_FLAG, TRANSACTIONAL_FLAG, InvalidBatchError, iter_batches
 from broker.storage import BrokerIdentity
-from broker.topics import TopicStore, validate_configs
+from broker.topics import TOPIC_CONFIG_DEFAULTS, TopicStore, validate_configs
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ _CONFIG_SOURCE_TOPIC: Final = 1
 _CONFIG_SOURCE_STATIC_BROKER: Final = 4
 _CONFIG_SOURCE_DEFAULT: Final = 5
 _NO_TRANSACTIONS: Final = "transactions are not supported by the embedded broker"
+_NO_SASL: Final = "the embedded broker listens in PLAINTEXT only; SASL is not offered"
+_TRANSACTION_COORDINATOR: Final = 1
+# IncrementalAlterConfigs operations
+_SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
+_LIST_CONFIGS: Final = frozenset({"cleanup.policy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +89,18 @@ class RequestHandlers:
             14: self.sync_group,
             15: self.describe_groups,
             16: self.list_groups,
+            17: self.sasl_handshake,
             18: self.api_versions,
             19: self.create_topics,
             20: self.delete_topics,
+            21: self.delete_records,
             22: self.init_producer_id,
             32: self.describe_configs,
             33: self.alter_configs,
+            36: self.sasl_authenticate,
             37: self.create_partitions,
             42: self.delete_groups,
+            44: self.incremental_alter_configs,
             47: self.offset_delete,
         }
 
@@ -98,6 +108,18 @@ class RequestHandlers:
 
     async def api_versions(self, request: Request, peer: str) -> ResponseBody:
         return {"error_code": 0, "api_versions": advertised_versions(), "throttle_time_ms": 0}
+
+    async def sasl_handshake(self, request: Request, peer: str) -> ResponseBody:
+        # Apache Kafka's answer on a PLAINTEXT listener: SASL is not in use on this connection.
+        logger.warning("SASL handshake from %s refused: %s", peer, _NO_SASL)
+        return {"error_code": ErrorCode.ILLEGAL_SASL_STATE, "enabled_mechanisms": []}
+
+    async def sasl_authenticate(self, request: Request, peer: str) -> ResponseBody:
+        return {
+            "error_code": ErrorCode.ILLEGAL_SASL_STATE,
+            "error_message": _NO_SASL,
+            "sasl_auth_bytes": b"",
+        }
 
     async def metadata(self, request: Request, peer: str) -> ResponseBody:
         wanted: list[str] | None = request.body["topics"]
@@ -110,31 +132,9 @@ class RequestHandlers:
         )
         node = self._info.node_id
         topics = []
-        for name in names:
-            topic = self._topics.get(name)
-            error = ErrorCode.NONE
-            if topic is None:
-                if auto_create:
-                    try:
-                        topic = self._topics.create(name, self._info.default_partitions, {})
-                    except BrokerError as exc:
-                        error = exc.code
-                else:
-                    error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            partitions = [
-                {
-                    "error_code": 0,
-                    "partition": index,
-                    "leader": node,
-                    "replicas": [node],
-                    "isr": [node],
-                    "offline_replicas": [],
-                }
-                for index in range(len(topic.partitions) if topic else 0)
-            ]
-            topics.append(
-                {"error_code": error, "topic": name, "is_internal": False, "partitions": partitions}
-            )
+        with self._topics.saving_once():
+            for name in names:
+                topics.append(self._topic_metadata(name, auto_create=bool(auto_create)))
         return {
             "throttle_time_ms": 0,
             "brokers": [
@@ -144,6 +144,31 @@ class RequestHandlers:
             "controller_id": node,
             "topics": topics,
         }
+
+    def _topic_metadata(self, name: str, *, auto_create: bool) -> ResponseBody:
+        node = self._info.node_id
+        topic = self._topics.get(name)
+        error = ErrorCode.NONE
+        if topic is None:
+            if auto_create:
+                try:
+                    topic = self._topics.create(name, self._info.default_partitions, {})
+                except BrokerError as exc:
+                    error = exc.code
+            else:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        partitions = [
+            {
+                "error_code": 0,
+                "partition": index,
+                "leader": node,
+                "replicas": [node],
+                "isr": [node],
+                "offline_replicas": [],
+            }
+            for index in range(len(topic.partitions) if topic else 0)
+        ]
+        return {"error_code": error, "topic": name, "is_internal": False, "partitions": partitions}
 
     # --- produce and consume ---------------------------------------------------------------
 
@@ -156,20 +181,20 @@ class RequestHandlers:
             for part in topic["partitions"]:
                 log = self._topics.partition(topic["topic"], part["partition"])
                 if acks not in (0, 1, -1):
-                    error, offset = ErrorCode.INVALID_REQUIRED_ACKS, -1
+                    appended = Appended(ErrorCode.INVALID_REQUIRED_ACKS)
                 elif transactional:
-                    error, offset = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1
+                    appended = Appended(ErrorCode.UNSUPPORTED_VERSION)
                 elif log is None:
-                    error, offset = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1
+                    appended = Appended(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                 else:
                     where = f"{topic['topic']}-{part['partition']}"
-                    error, offset = _append(log, part["messages"], where)
+                    appended = _append(log, part["messages"], where)
                 partitions.append(
                     {
                         "partition": part["partition"],
-                        "error_code": error,
-                        "offset": offset,
-                        "timestamp": -1,
+                        "error_code": appended.error,
+                        "offset": appended.base_offset,
+                        "timestamp": appended.log_append_time,
                         "log_start_offset": log.log_start_offset if log else -1,
                     }
                 )
@@ -279,7 +304,7 @@ class RequestHandlers:
         if request.body["transactional_id"] is not None:
             logger.warning("InitProducerId from %s refused: %s", peer, _NO_TRANSACTIONS)
             return {
-                "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "error_code": ErrorCode.UNSUPPORTED_VERSION,
                 "producer_id": -1,
                 "producer_epoch": -1,
             }
@@ -292,10 +317,13 @@ class RequestHandlers:
     # --- groups ----------------------------------------------------------------------------
 
     async def find_coordinator(self, request: Request, peer: str) -> ResponseBody:
-        if request.body.get("coordinator_type", 0) != 0:
+        # This broker coordinates every group, and would every transaction: a transactional
+        # producer finds it, and InitProducerId then says transactions are not supported
+        # (KafkaJS, for one, reports a failed FindCoordinator only as "coordinator not found").
+        if request.body.get("coordinator_type", 0) not in (0, _TRANSACTION_COORDINATOR):
             return {
-                "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                "error_message": _NO_TRANSACTIONS,
+                "error_code": ErrorCode.INVALID_REQUEST,
+                "error_message": "unknown coordinator type",
                 "coordinator_id": -1,
                 "host": "",
                 "port": -1,
@@ -313,6 +341,7 @@ class RequestHandlers:
         result = await self._groups.join(
             group_id=body["group"],
             member_id=body["member_id"] or "",
+            group_instance_id=body.get("group_instance_id"),
             client_id=request.header.client_id,
             client_host=peer,
             session_timeout_ms=body["session_timeout"],
@@ -322,6 +351,7 @@ class RequestHandlers:
                 (p["protocol_name"], p["protocol_metadata"] or b"")
                 for p in body["group_protocols"] or []
             ],
+            require_known_member_id=request.header.api_version >= 4,
         )
         return {
             "error_code": result.error,
@@ -330,8 +360,8 @@ class RequestHandlers:
             "leader_id": result.leader_id,
             "member_id": result.member_id,
             "members": [
-                {"member_id": member, "member_metadata": metadata}
-                for member, metadata in result.members
+                {"member_id": member, "group_instance_id": instance, "member_metadata": metadata}
+                for member, instance, metadata in result.members
             ],
         }
 
@@ -341,6 +371,7 @@ class RequestHandlers:
             group_id=body["group"],
             generation=body["generation_id"],
             member_id=body["member_id"],
+            group_instance_id=body.get("group_instance_id"),
             assignments={
                 a["member_id"]: a["member_metadata"] or b"" for a in body["group_assignment"] or []
             },
@@ -350,15 +381,34 @@ class RequestHandlers:
     async def heartbeat(self, request: Request, peer: str) -> ResponseBody:
         body = request.body
         error = self._groups.heartbeat(
-            group_id=body["group"], generation=body["generation_id"], member_id=body["member_id"]
+            group_id=body["group"],
+            generation=body["generation_id"],
+            member_id=body["member_id"],
+            group_instance_id=body.get("group_instance_id"),
         )
         return {"error_code": error}
 
     async def leave_group(self, request: Request, peer: str) -> ResponseBody:
         body = request.body
-        return {
-            "error_code": self._groups.leave(group_id=body["group"], member_id=body["member_id"])
-        }
+        if "members" not in body:  # v0-v2: the one member sending it
+            return {
+                "error_code": self._groups.leave(
+                    group_id=body["group"], member_id=body["member_id"]
+                )
+            }
+        members = [
+            {
+                "member_id": member["member_id"],
+                "group_instance_id": member["group_instance_id"],
+                "error_code": self._groups.leave(
+                    group_id=body["group"],
+                    member_id=member["member_id"] or "",
+                    group_instance_id=member["group_instance_id"],
+                ),
+            }
+            for member in body["members"] or []
+        ]
+        return {"throttle_time_ms": 0, "error_code": 0, "members": members}
 
     async def offset_commit(self, request: Request, peer: str) -> ResponseBody:
         body = request.body
@@ -414,9 +464,12 @@ class RequestHandlers:
         }
 
     async def list_groups(self, request: Request, peer: str) -> ResponseBody:
+        # v4+ filters by state, case-insensitively as Kafka does; empty means every state.
+        wanted = {state.lower() for state in request.body.get("states_filter") or []}
         groups = [
-            {"group": group_id, "protocol_type": protocol_type}
-            for group_id, protocol_type in self._groups.list_groups()
+            {"group": group_id, "protocol_type": protocol_type, "group_state": state}
+            for group_id, protocol_type, state in self._groups.list_groups()
+            if not wanted or state.lower() in wanted
         ]
         return {"throttle_time_ms": 0, "error_code": 0, "groups": groups}
 
@@ -434,6 +487,7 @@ class RequestHandlers:
                     "members": [
                         {
                             "member_id": member.member_id,
+                            "group_instance_id": member.group_instance_id,
                             "client_id": member.client_id,
                             "client_host": member.client_host,
                             "member_metadata": member.metadata,
@@ -479,25 +533,27 @@ class RequestHandlers:
     async def create_topics(self, request: Request, peer: str) -> ResponseBody:
         validate_only = bool(request.body.get("validate_only"))
         results = []
-        for entry in request.body["create_topic_requests"]:
-            name = entry["topic"]
-            try:
-                partitions = self._partition_count(entry)
-                configs = {
-                    c["config_key"]: c["config_value"]
-                    for c in entry["configs"] or []
-                    if c["config_value"] is not None
-                }
-                if validate_only:
-                    self._topics.check_new(name, partitions, configs)
-                else:
-                    self._topics.create(name, partitions, configs)
-                results.append({"topic": name, "error_code": 0, "error_message": None})
-            except BrokerError as exc:
-                results.append(
-                    {"topic": name, "error_code": exc.code, "error_message": exc.message}
-                )
+        with self._topics.saving_once():
+            for entry in request.body["create_topic_requests"]:
+                results.append(self._create_topic(entry, validate_only=validate_only))
         return {"throttle_time_ms": 0, "topic_errors": results}
+
+    def _create_topic(self, entry: dict[str, Any], *, validate_only: bool) -> ResponseBody:
+        name = entry["topic"]
+        try:
+            partitions = self._partition_count(entry)
+            configs = {
+                c["config_key"]: c["config_value"]
+                for c in entry["configs"] or []
+                if c["config_value"] is not None
+            }
+            if validate_only:
+                self._topics.check_new(name, partitions, configs)
+            else:
+                self._topics.create(name, partitions, configs)
+        except BrokerError as exc:
+            return {"topic": name, "error_code": exc.code, "error_message": exc.message}
+        return {"topic": name, "error_code": 0, "error_message": None}
 
     def _partition_count(self, entry: dict[str, Any]) -> int:
         replication = entry["replication_factor"]
@@ -528,6 +584,34 @@ class RequestHandlers:
             except BrokerError as exc:
                 results.append({"topic": name, "error_code": exc.code})
         return {"throttle_time_ms": 0, "topic_error_codes": results}
+
+    async def delete_records(self, request: Request, peer: str) -> ResponseBody:
+        topics = []
+        for topic in request.body["topics"]:
+            partitions = []
+            for part in topic["partitions"]:
+                log = self._topics.partition(topic["name"], part["partition_index"])
+                error, low_watermark = ErrorCode.NONE, -1
+                wanted = part["offset"]
+                if log is None:
+                    error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif "delete" not in log.config.cleanup_policy:
+                    error = ErrorCode.POLICY_VIOLATION  # Kafka's answer for compacted topics
+                elif wanted == _LATEST:
+                    low_watermark = log.delete_records(log.next_offset)
+                elif not 0 <= wanted <= log.next_offset:
+                    error = ErrorCode.OFFSET_OUT_OF_RANGE
+                else:
+                    low_watermark = log.delete_records(wanted)
+                partitions.append(
+                    {
+                        "partition_index": part["partition_index"],
+                        "low_watermark": low_watermark,
+                        "error_code": error,
+                    }
+                )
+            topics.append({"name": topic["name"], "partitions": partitions})
+        return {"throttle_time_ms": 0, "topics": topics}
 
     async def create_partitions(self, request: Request, peer: str) -> ResponseBody:
         validate_only = bool(request.body.get("validate_only"))
@@ -604,57 +688,132 @@ class RequestHandlers:
         validate_only = bool(request.body.get("validate_only"))
         resources = []
         for resource in request.body["resources"]:
-            kind, name = resource["resource_type"], resource["resource_name"]
-            configs = {
+            replacement = {
                 e["config_name"]: e["config_value"]
                 for e in resource["config_entries"] or []
                 if e["config_value"] is not None
             }
-            error, message = ErrorCode.NONE, None
-            try:
-                if kind != _TOPIC_RESOURCE:
-                    raise BrokerError(
-                        ErrorCode.INVALID_REQUEST, "only topic configs can be altered here"
-                    )
-                if self._topics.get(name) is None:
-                    raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
-                if validate_only:
-                    validate_configs(configs)
-                else:
-                    self._topics.replace_configs(name, configs)
-            except BrokerError as exc:
-                error, message = exc.code, exc.message
             resources.append(
-                {
-                    "error_code": error,
-                    "error_message": message,
-                    "resource_type": kind,
-                    "resource_name": name,
-                }
+                self._alter_configs(
+                    resource["resource_type"],
+                    resource["resource_name"],
+                    functools.partial(_replaced_by, replacement),
+                    validate_only=validate_only,
+                )
             )
         return {"throttle_time_ms": 0, "resources": resources}
 
+    def _alter_configs(
+        self,
+        kind: int,
+        name: str,
+        change: Callable[[dict[str, str]], dict[str, str]],
+        *,
+        validate_only: bool,
+    ) -> ResponseBody:
+        """One resource of (Incremental)AlterConfigs: a topic's overrides become `change(them)`."""
+        error, message = ErrorCode.NONE, None
+        try:
+            if kind == _BROKER_RESOURCE:
+                raise BrokerError(
+                    ErrorCode.INVALID_REQUEST,
+                    "broker configs are static on the embedded broker; none can be altered",
+                )
+            if kind != _TOPIC_RESOURCE:
+                raise BrokerError(ErrorCode.INVALID_REQUEST, f"resource type {kind} unknown")
+            topic = self._topics.get(name)
+            if topic is None:
+                raise BrokerError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+            configs = change(topic.configs)
+            if validate_only:
+                validate_configs(configs)
+            else:
+                self._topics.replace_configs(name, configs)
+        except BrokerError as exc:
+            error, message = exc.code, exc.message
+        return {
+            "error_code": error,
+            "error_message": message,
+            "resource_type": kind,
+            "resource_name": name,
+        }
 
-def _append(log: PartitionLog, data: bytes | None, where: str) -> tuple[ErrorCode, int]:
-    """Validate a partition's produced batches and append them; (error, base offset)."""
-    if not data:
-        return ErrorCode.CORRUPT_MESSAGE, -1
+    async def incremental_alter_configs(self, request: Request, peer: str) -> ResponseBody:
+        validate_only = bool(request.body.get("validate_only"))
+        responses = [
+            self._alter_configs(
+                resource["resource_type"],
+                resource["resource_name"],
+                functools.partial(_incrementally_altered, changes=resource["configs"] or []),
+                validate_only=validate_only,
+            )
+            for resource in request.body["resources"]
+        ]
+        return {"throttle_time_ms": 0, "responses": responses}
+
+
+def _replaced_by(new: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """AlterConfigs: the given configs replace all of a topic's overrides."""
+    return new
+
+
+def _incrementally_altered(
+    current: dict[str, str], changes: list[dict[str, Any]]
+) -> dict[str, str]:
+    """A topic's config overrides after IncrementalAlterConfigs' set/delete/append/subtract."""
+    names = [change["name"] for change in changes]
+    if len(set(names)) != len(names):
+        raise BrokerError(ErrorCode.INVALID_REQUEST, "a config key appears twice")
+    configs = dict(current)
+    for change in changes:
+        name, operation, value = change["name"], change["config_operation"], change["value"]
+        if name not in TOPIC_CONFIG_DEFAULTS:
+            raise BrokerError(ErrorCode.INVALID_CONFIG, f"unknown topic config {name!r}")
+        if operation == _SET:
+            if value is None:
+                raise BrokerError(ErrorCode.INVALID_REQUEST, f"no value to set {name} to")
+            configs[name] = value
+        elif operation == _DELETE:
+            configs.pop(name, None)
+        elif operation in (_APPEND, _SUBTRACT):
+            if name not in _LIST_CONFIGS:
+                raise BrokerError(
+                    ErrorCode.INVALID_CONFIG, f"{name} is not a list: it cannot be appended to"
+                )
+            items = [
+                item for item in configs.get(name, TOPIC_CONFIG_DEFAULTS[name]).split(",") if item
+            ]
+            given = [item.strip() for item in (value or "").split(",") if item.strip()]
+            if operation == _APPEND:
+                items += [item for item in given if item not in items]
+            else:
+                items = [item for item in items if item not in given]
+            configs[name] = ",".join(items)
+        else:
+            raise BrokerError(ErrorCode.INVALID_REQUEST, f"unknown config operation {operation}")
+    return configs
+
+
+def _append(log: PartitionLog, data: bytes | None, where: str) -> Appended:
+    """Validate a partition's produced batch and append it.
+
+    As Kafka requires from Produce v3 on, a partition's data is exactly one v2 batch
+    (INVALID_RECORD otherwise); a bad CRC or header is CORRUPT_MESSAGE.
+    """
     try:
-        headers = list(iter_batches(data, verify_crc=True))
+        headers = list(iter_batches(data or b"", verify_crc=True))
     except InvalidBatchError as exc:
         logger.warning("produce to %s rejected: %s", where, exc)
-        return ErrorCode.CORRUPT_MESSAGE, -1
-    batches = []
-    position = 0
-    for header in headers:
-        if header.size > log.config.max_message_bytes:
-            return ErrorCode.MESSAGE_TOO_LARGE, -1
-        if header.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
-            return ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, -1
-        batch = data if len(headers) == 1 else data[position : position + header.size]
-        batches.append((batch, header))
-        position += header.size
-    return ErrorCode.NONE, log.append(batches)
+        return Appended(ErrorCode.CORRUPT_MESSAGE)
+    if len(headers) != 1 or data is None:
+        logger.warning("produce to %s rejected: %d batches, not one", where, len(headers))
+        return Appended(ErrorCode.INVALID_RECORD)
+    header = headers[0]
+    if header.size > log.config.max_message_bytes:
+        return Appended(ErrorCode.MESSAGE_TOO_LARGE)
+    if header.attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
+        return Appended(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT)
+    return log.append(data, header)
 
 
 def _fetch_offset(part: dict[str, Any]) -> int:

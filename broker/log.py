@@ -22,12 +22,12 @@ import os
 import struct
 import time
 from array import array
-from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
+from broker.errors import ErrorCode
+from broker.producers import ProducerStates
 from broker.records import (
     BatchHeader,
     InvalidBatchError,
@@ -35,16 +35,19 @@ from broker.records import (
     first_at_or_after,
     read_header,
     with_base_offset,
+    with_log_append_time,
 )
+from broker.storage import write_json_atomically
 
 logger = logging.getLogger(__name__)
 
 _INDEX_ENTRY: Final = struct.Struct(">qqq")  # last offset, position, running max timestamp
 _LOG_SUFFIX: Final = ".log"
 _INDEX_SUFFIX: Final = ".index"
-_PRODUCER_BATCHES_KEPT: Final = 5  # what an idempotent producer may have in flight
+_LOG_START_FILE: Final = "log-start-offset"  # moved by DeleteRecords; Kafka's checkpoint
 
 CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+TimestampType = Literal["CreateTime", "LogAppendTime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,16 @@ class LogConfig:
     retention_bytes: int = -1  # -1: no size limit
     cleanup_policy: CleanupPolicy = "delete"
     max_message_bytes: int = 1024 * 1024 + 12
+    timestamp_type: TimestampType = "CreateTime"
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A produced batch's outcome: its base offset, or the error it was refused with."""
+
+    error: ErrorCode
+    base_offset: int = -1
+    log_append_time: int = -1  # the broker's stamp, for LogAppendTime topics
 
 
 class Segment:
@@ -202,13 +215,6 @@ class Segment:
         self.index_path.unlink(missing_ok=True)
 
 
-@dataclass(slots=True)
-class _ProducerBatch:
-    first_sequence: int
-    last_sequence: int
-    base_offset: int
-
-
 class PartitionLog:
     """A partition's segments, its offsets, and the fetches waiting for its next record."""
 
@@ -218,7 +224,8 @@ class PartitionLog:
         directory.mkdir(parents=True, exist_ok=True)
         self._segments: list[Segment] = []
         self._waiters: set[asyncio.Future[None]] = set()
-        self._producers: dict[int, tuple[int, deque[_ProducerBatch]]] = {}
+        self._producers = ProducerStates()
+        self._deleted_up_to = 0  # DeleteRecords' low watermark (may fall inside a segment)
         self._dirty = False
         self._unsynced: list[Segment] = []
         self._load()
@@ -231,16 +238,20 @@ class PartitionLog:
             if is_last or not segment.load_index():
                 headers = segment.recover()
                 if is_last:
-                    self._remember_producers(headers)
+                    for header in headers:
+                        self._producers.remember(header, header.base_offset)
             self._segments.append(segment)
         if not self._segments:
             self._segments.append(Segment(self.directory, 0))
+        start_file = self.directory / _LOG_START_FILE
+        if start_file.exists():
+            self._deleted_up_to = min(int(start_file.read_text()), self.next_offset)
 
     # --- offsets ---------------------------------------------------------------------------
 
     @property
     def log_start_offset(self) -> int:
-        return self._segments[0].base_offset
+        return max(self._segments[0].base_offset, self._deleted_up_to)
 
     @property
     def next_offset(self) -> int:
@@ -253,31 +264,40 @@ class PartitionLog:
 
     # --- appending -------------------------------------------------------------------------
 
-    def append(self, batches: Iterable[tuple[bytes, BatchHeader]]) -> int:
-        """Append batches as one unit; returns the base offset assigned to the first.
+    def append(self, batch: bytes, header: BatchHeader) -> Appended:
+        """Append one produced batch, applying idempotent producers' sequence rules.
 
-        A retried batch of an idempotent producer (same producer, epoch and sequence as one
-        of its last five) is not written again; its original offset is returned.
+        A retried batch of an idempotent producer (producers.py) is not written again: it is
+        acknowledged with the offset it got the first time.
         """
-        first_offset = -1
-        for batch, header in batches:
-            duplicate = self._duplicate_of(header)
-            if duplicate is not None:
-                logger.debug("duplicate batch from producer %d skipped", header.producer_id)
-                offset = duplicate
-            else:
-                offset = self.next_offset
-                active = self._segments[-1]
-                if active.size and active.size + len(batch) > self.config.segment_bytes:
-                    active = self._roll()
-                stored = with_base_offset(batch, offset)
-                active.append(stored, replace(header, base_offset=offset))
-                self._remember_producer(header, offset)
-                self._dirty = True
-            if first_offset < 0:
-                first_offset = offset
+        check = self._producers.check(header)
+        if check.error != ErrorCode.NONE:
+            logger.info(
+                "%s: batch from producer %d (epoch %d, sequence %d) refused: %s",
+                self.directory.name,
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                check.error.name,
+            )
+            return Appended(check.error)
+        if check.duplicate_of is not None:
+            logger.debug("duplicate batch from producer %d acknowledged", header.producer_id)
+            return Appended(ErrorCode.NONE, check.duplicate_of)
+        offset = self.next_offset
+        append_time = -1
+        if self.config.timestamp_type == "LogAppendTime":
+            append_time = int(time.time() * 1000)
+            batch = with_log_append_time(batch, append_time)
+            header = replace(header, max_timestamp=append_time)
+        active = self._segments[-1]
+        if active.size and active.size + len(batch) > self.config.segment_bytes:
+            active = self._roll()
+        active.append(with_base_offset(batch, offset), replace(header, base_offset=offset))
+        self._producers.remember(header, offset)
+        self._dirty = True
         self._wake()
-        return first_offset
+        return Appended(ErrorCode.NONE, offset, append_time)
 
     def _roll(self) -> Segment:
         sealed = self._segments[-1]
@@ -288,29 +308,28 @@ class PartitionLog:
         logger.debug("%s: rolled new segment at offset %d", self.directory, segment.base_offset)
         return segment
 
-    def _duplicate_of(self, header: BatchHeader) -> int | None:
-        if header.producer_id < 0:
-            return None
-        known = self._producers.get(header.producer_id)
-        if known is None or known[0] != header.producer_epoch:
-            return None
-        for entry in known[1]:
-            if entry.first_sequence == header.base_sequence:
-                return entry.base_offset
-        return None
+    def delete_records(self, before_offset: int) -> int:
+        """DeleteRecords: records before `before_offset` are gone; returns the new log start.
 
-    def _remember_producer(self, header: BatchHeader, base_offset: int) -> None:
-        if header.producer_id < 0:
-            return
-        known = self._producers.get(header.producer_id)
-        if known is None or known[0] != header.producer_epoch:
-            known = (header.producer_epoch, deque(maxlen=_PRODUCER_BATCHES_KEPT))
-            self._producers[header.producer_id] = known
-        known[1].append(_ProducerBatch(header.base_sequence, header.last_sequence, base_offset))
+        Whole segments below it are removed; the new start is written (and fsynced) before
+        the answer, so a restart keeps it.
+        """
+        if before_offset <= self.log_start_offset:
+            return self.log_start_offset
+        self._deleted_up_to = before_offset
+        write_json_atomically(self.directory / _LOG_START_FILE, before_offset)
+        while len(self._segments) > 1 and self._segments[1].base_offset <= before_offset:
+            self._remove_oldest_segment()
+        self._producers.forget_before(before_offset)
+        logger.info("%s: records before offset %d deleted", self.directory.name, before_offset)
+        return self.log_start_offset
 
-    def _remember_producers(self, headers: Iterable[BatchHeader]) -> None:
-        for header in headers:
-            self._remember_producer(header, header.base_offset)
+    def _remove_oldest_segment(self) -> Segment:
+        oldest = self._segments.pop(0)
+        if oldest in self._unsynced:
+            self._unsynced.remove(oldest)
+        oldest.delete()
+        return oldest
 
     # --- waiting for data ------------------------------------------------------------------
 
@@ -382,11 +401,7 @@ class PartitionLog:
             )
             if not (expired or oversized):
                 break
-            self._segments.pop(0)
-            if oldest in self._unsynced:
-                self._unsynced.remove(oldest)
-            total -= oldest.size
-            oldest.delete()
+            total -= self._remove_oldest_segment().size
             removed += 1
         if removed:
             logger.info(

@@ -1,18 +1,16 @@
 """Kafka wire format: frames, request headers, the API/version table and response encoding.
 
-Request and response layouts come from aiokafka's protocol classes (aiokafka.protocol.*); only
-what aiokafka lacks is declared here with aiokafka's own field types. The broker advertises, per
-API, the versions whose layouts aiokafka's own client uses against real Kafka, so every layout
-here has been exercised by a real cluster.
+Request and response layouts come from aiokafka's protocol classes (aiokafka.protocol.*); what
+aiokafka lacks is declared in layouts.py with aiokafka's own field types. Bodies are decoded by
+decoding.py, which bounds the work and memory one request can cost.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Final
 
 from aiokafka.protocol import (
@@ -26,99 +24,20 @@ from aiokafka.protocol import (
     produce,
     transaction,
 )
-from aiokafka.protocol.api import RequestStruct, Response
-from aiokafka.protocol.types import (
-    Array,
-    Boolean,
-    Bytes,
-    CompactArray,
-    CompactString,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Schema,
-    String,
-    TaggedFields,
-    UnsignedVarInt32,
-)
+from aiokafka.protocol.api import RequestStruct
+from aiokafka.protocol.types import TaggedFields
 
+from broker import layouts
+from broker.decoding import MAX_REQUEST_ITEMS, decode_body, skip_tagged_fields
+from broker.encoding import encode_body
 from broker.errors import MalformedRequestError
 
 logger = logging.getLogger(__name__)
 
 API_VERSIONS_KEY: Final = 18
-# ApiVersions v3+ requests use the flexible request header (KIP-482); every other API this
-# broker serves is advertised only in non-flexible versions, so this is the one exception.
-FLEXIBLE_API_VERSIONS_MIN: Final = 3
 
 _HEADER = struct.Struct(">hhih")
 _INT32 = struct.Struct(">i")
-
-
-# --- layouts aiokafka does not ship ----------------------------------------------------------
-
-
-class ApiVersionsResponseV3(Response):  # type: ignore[misc]  # aiokafka ships no types
-    API_KEY = 18
-    API_VERSION = 3
-    SCHEMA = Schema(
-        ("error_code", Int16),
-        (
-            "api_versions",
-            CompactArray(
-                ("api_key", Int16),
-                ("min_version", Int16),
-                ("max_version", Int16),
-                ("tags", TaggedFields),
-            ),
-        ),
-        ("throttle_time_ms", Int32),
-        ("tags", TaggedFields),
-    )
-
-
-class ApiVersionsRequestV3(RequestStruct):  # type: ignore[misc]  # aiokafka ships no types
-    FLEXIBLE_VERSION = True
-    API_KEY = 18
-    API_VERSION = 3
-    RESPONSE_TYPE = ApiVersionsResponseV3
-    SCHEMA = Schema(
-        ("client_software_name", CompactString("utf-8")),
-        ("client_software_version", CompactString("utf-8")),
-        ("tags", TaggedFields),
-    )
-
-
-class OffsetDeleteResponseV0(Response):  # type: ignore[misc]  # aiokafka ships no types
-    API_KEY = 47
-    API_VERSION = 0
-    SCHEMA = Schema(
-        ("error_code", Int16),
-        ("throttle_time_ms", Int32),
-        (
-            "topics",
-            Array(
-                ("name", String("utf-8")),
-                ("partitions", Array(("partition_index", Int32), ("error_code", Int16))),
-            ),
-        ),
-    )
-
-
-class OffsetDeleteRequestV0(RequestStruct):  # type: ignore[misc]  # aiokafka ships no types
-    API_KEY = 47
-    API_VERSION = 0
-    RESPONSE_TYPE = OffsetDeleteResponseV0
-    SCHEMA = Schema(
-        ("group_id", String("utf-8")),
-        (
-            "topics",
-            Array(
-                ("name", String("utf-8")), ("partitions", Array(Schema(("partition_index", Int32))))
-            ),
-        ),
-    )
 
 
 # --- the API table ---------------------------------------------------------------------------
@@ -225,25 +144,60 @@ APIS: Final[Mapping[int, ApiSpec]] = {
             group.JoinGroupRequest_v0,
             group.JoinGroupRequest_v1,
             group.JoinGroupRequest_v2,
+            layouts.JOIN_GROUP_V3,
+            layouts.JOIN_GROUP_V4,
+            group.JoinGroupRequest_v5,
         ),
-        _spec(12, "Heartbeat", group.HeartbeatRequest_v0, group.HeartbeatRequest_v1),
-        _spec(13, "LeaveGroup", group.LeaveGroupRequest_v0, group.LeaveGroupRequest_v1),
-        _spec(14, "SyncGroup", group.SyncGroupRequest_v0, group.SyncGroupRequest_v1),
+        _spec(
+            12,
+            "Heartbeat",
+            group.HeartbeatRequest_v0,
+            group.HeartbeatRequest_v1,
+            layouts.HEARTBEAT_V2,
+            layouts.HEARTBEAT_V3,
+        ),
+        _spec(
+            13,
+            "LeaveGroup",
+            group.LeaveGroupRequest_v0,
+            group.LeaveGroupRequest_v1,
+            layouts.LEAVE_GROUP_V2,
+            layouts.LEAVE_GROUP_V3,
+        ),
+        _spec(
+            14,
+            "SyncGroup",
+            group.SyncGroupRequest_v0,
+            group.SyncGroupRequest_v1,
+            layouts.SYNC_GROUP_V2,
+            group.SyncGroupRequest_v3,
+        ),
         _spec(
             15,
             "DescribeGroups",
             admin.DescribeGroupsRequest_v0,
             admin.DescribeGroupsRequest_v1,
             admin.DescribeGroupsRequest_v2,
+            layouts.DESCRIBE_GROUPS_V3,
+            layouts.DESCRIBE_GROUPS_V4,
         ),
-        _spec(16, "ListGroups", admin.ListGroupsRequest_v0, admin.ListGroupsRequest_v1),
+        _spec(
+            16,
+            "ListGroups",
+            admin.ListGroupsRequest_v0,
+            admin.ListGroupsRequest_v1,
+            layouts.LIST_GROUPS_V2,
+            layouts.LIST_GROUPS_V3,
+            layouts.LIST_GROUPS_V4,
+        ),
+        _spec(17, "SaslHandshake", admin.SaslHandShakeRequest_v0, admin.SaslHandShakeRequest_v1),
         _spec(
             18,
             "ApiVersions",
             admin.ApiVersionRequest_v0,
             admin.ApiVersionRequest_v1,
             admin.ApiVersionRequest_v2,
-            ApiVersionsRequestV3,
+            layouts.API_VERSIONS_V3,
         ),
         _spec(
             19,
@@ -261,6 +215,13 @@ APIS: Final[Mapping[int, ApiSpec]] = {
             admin.DeleteTopicsRequest_v2,
             admin.DeleteTopicsRequest_v3,
         ),
+        _spec(
+            21,
+            "DeleteRecords",
+            admin.DeleteRecordsRequest_v0,
+            admin.DeleteRecordsRequest_v1,
+            admin.DeleteRecordsRequest_v2,
+        ),
         _spec(22, "InitProducerId", transaction.InitProducerIdRequest_v0),
         _spec(
             32,
@@ -276,8 +237,20 @@ APIS: Final[Mapping[int, ApiSpec]] = {
             admin.CreatePartitionsRequest_v0,
             admin.CreatePartitionsRequest_v1,
         ),
+        _spec(
+            36,
+            "SaslAuthenticate",
+            admin.SaslAuthenticateRequest_v0,
+            admin.SaslAuthenticateRequest_v1,
+        ),
         _spec(42, "DeleteGroups", admin.DeleteGroupsRequest_v0, admin.DeleteGroupsRequest_v1),
-        _spec(47, "OffsetDelete", OffsetDeleteRequestV0),
+        _spec(
+            44,
+            "IncrementalAlterConfigs",
+            layouts.INCREMENTAL_ALTER_CONFIGS_V0,
+            layouts.INCREMENTAL_ALTER_CONFIGS_V1,
+        ),
+        _spec(47, "OffsetDelete", layouts.OFFSET_DELETE_V0),
     )
 }
 
@@ -326,8 +299,12 @@ def parse_header(frame: bytes) -> tuple[RequestHeader, int]:
     return RequestHeader(api_key, api_version, correlation_id, client_id), position
 
 
-def parse_request(frame: bytes) -> Request:
-    """Parse one frame (without its length prefix) into a request this broker serves."""
+def parse_request(frame: bytes, *, max_items: int = MAX_REQUEST_ITEMS) -> Request:
+    """Parse one frame (without its length prefix) into a request this broker serves.
+
+    Raises UnsupportedApiError for an API or version not served, MalformedRequestError for
+    bytes that do not parse, and RequestTooComplexError past `max_items` array items.
+    """
     header, position = parse_header(frame)
     spec = APIS.get(header.api_key)
     if spec is None:
@@ -339,79 +316,16 @@ def parse_request(frame: bytes) -> Request:
             f"{spec.name} v{header.api_version} is not supported "
             f"(v{spec.min_version}-v{spec.max_version} are)",
         )
-    buffer = BytesIO(frame)
-    buffer.seek(position)
+    if request_class.FLEXIBLE_VERSION:
+        position = skip_tagged_fields(frame, position)  # header tags: none we use
     try:
-        if request_class.FLEXIBLE_VERSION:
-            TaggedFields.decode(buffer)  # header tags: none are defined that we use
-        values = request_class.SCHEMA.decode(buffer)
-        body = _to_dict(request_class.SCHEMA, values)
-    except (ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
-        raise MalformedRequestError(
-            f"{spec.name} v{header.api_version} body does not parse: {exc}"
-        ) from exc
+        body = decode_body(request_class.SCHEMA, frame, position, max_items=max_items)
+    except MalformedRequestError as exc:
+        raise type(exc)(f"{spec.name} v{header.api_version}: {exc}") from None
     return Request(header, spec, body)
 
 
-def _to_dict(schema: Schema, values: Sequence[Any]) -> dict[str, Any]:
-    """Decoded positional values as nested dicts by field name (null arrays stay None)."""
-    result: dict[str, Any] = {}
-    for name, field, value in zip(schema.names, schema.fields, values, strict=True):
-        if isinstance(field, Schema):
-            result[name] = _to_dict(field, value)
-        elif isinstance(field, Array) and isinstance(field.array_of, Schema) and value is not None:
-            item_schema = field.array_of
-            result[name] = [_to_dict(item_schema, item) for item in value]
-        else:
-            result[name] = value
-    return result
-
-
 # --- responses --------------------------------------------------------------------------------
-
-_MISSING: Final = object()
-
-
-_ZERO_VALUES: Final[dict[Any, Any]] = {
-    Int8: 0,
-    Int16: 0,
-    Int32: 0,
-    Int64: 0,
-    UnsignedVarInt32: 0,
-    Boolean: False,
-    Bytes: None,
-}
-
-
-def _default(field: Any) -> Any:
-    if field is TaggedFields:
-        return {}
-    if isinstance(field, String):
-        return ""
-    if isinstance(field, Array):
-        return []
-    if isinstance(field, Schema):
-        return _values(field, {})
-    if field in _ZERO_VALUES:
-        return _ZERO_VALUES[field]
-    raise TypeError(f"no default for field type {field!r}")
-
-
-def _values(schema: Schema, data: Mapping[str, Any]) -> list[Any]:
-    """Positional values for a schema from a dict; absent fields take the type's zero value."""
-    values: list[Any] = []
-    for name, field in zip(schema.names, schema.fields, strict=True):
-        value = data.get(name, _MISSING)
-        if value is _MISSING:
-            values.append(_default(field))
-        elif isinstance(field, Schema):
-            values.append(_values(field, value))
-        elif isinstance(field, Array) and isinstance(field.array_of, Schema) and value is not None:
-            item_schema = field.array_of
-            values.append([_values(item_schema, item) for item in value])
-        else:
-            values.append(value)
-    return values
 
 
 def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
@@ -422,7 +336,7 @@ def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     """
     request_class = request.spec.requests[request.header.api_version]
     response_class = request_class.RESPONSE_TYPE
-    payload: bytes = response_class.SCHEMA.encode(_values(response_class.SCHEMA, body))
+    payload = encode_body(response_class.SCHEMA, body)
     # ApiVersions answers always use response header v0, even in flexible versions (KIP-511).
     header = _INT32.pack(request.header.correlation_id)
     if request_class.FLEXIBLE_VERSION and request.header.api_key != API_VERSIONS_KEY:
@@ -430,17 +344,20 @@ def encode_response(request: Request, body: Mapping[str, Any]) -> bytes:
     return _INT32.pack(len(header) + len(payload)) + header + payload
 
 
-def api_versions_error_frame(
-    correlation_id: int, api_versions: Sequence[Mapping[str, int]]
-) -> bytes:
+def api_versions_error_frame(correlation_id: int) -> bytes:
     """ApiVersions v0 answer with UNSUPPORTED_VERSION, for a client asking a newer version.
 
-    Per KIP-511 the client then retries with the highest version listed for key 18.
+    As Apache Kafka does (KIP-511), it lists only ApiVersions' own range; the client retries
+    with the highest version listed.
     """
+    spec = APIS[API_VERSIONS_KEY]
+    own_range = {
+        "api_key": spec.key,
+        "min_version": spec.min_version,
+        "max_version": spec.max_version,
+    }
     response = admin.ApiVersionResponse_v0
-    payload: bytes = response.SCHEMA.encode(
-        _values(response.SCHEMA, {"error_code": 35, "api_versions": api_versions})
-    )
+    payload = encode_body(response.SCHEMA, {"error_code": 35, "api_versions": [own_range]})
     header = _INT32.pack(correlation_id)
     return _INT32.pack(len(header) + len(payload)) + header + payload
 

@@ -29,8 +29,12 @@ _BASE_OFFSET: Final = struct.Struct(">q")
 
 ByteSource = bytes | bytearray | memoryview | mmap.mmap
 
+LOG_APPEND_TIME_FLAG: Final = 0x08
 TRANSACTIONAL_FLAG: Final = 0x10
 CONTROL_FLAG: Final = 0x20
+_ATTRIBUTES: Final = struct.Struct(">h")
+_CRC: Final = struct.Struct(">I")
+_MAX_TIMESTAMP_AT: Final = 35  # after attributes (21), last offset delta, base timestamp
 
 
 class InvalidBatchError(ValueError):
@@ -124,6 +128,20 @@ def iter_batches(buffer: ByteSource, *, verify_crc: bool) -> Iterator[BatchHeade
 def with_base_offset(batch: bytes, base_offset: int) -> bytes:
     """The same batch renumbered to start at `base_offset` (CRC stays valid)."""
     return _BASE_OFFSET.pack(base_offset) + batch[8:]
+
+
+def with_log_append_time(batch: bytes, now_ms: int) -> bytes:
+    """The batch stamped with the broker's clock (message.timestamp.type=LogAppendTime).
+
+    As Kafka does for v2 batches: the timestamp-type attribute is set and the max timestamp
+    becomes the append time, which readers then give every record; the CRC is recomputed.
+    """
+    stamped = bytearray(batch)
+    (attributes,) = _ATTRIBUTES.unpack_from(stamped, _CRC_START)
+    _ATTRIBUTES.pack_into(stamped, _CRC_START, attributes | LOG_APPEND_TIME_FLAG)
+    _BASE_OFFSET.pack_into(stamped, _MAX_TIMESTAMP_AT, now_ms)
+    _CRC.pack_into(stamped, 17, calc_crc32c(bytes(stamped[_CRC_START:])))
+    return bytes(stamped)
 
 
 def first_at_or_after(batch: bytes, timestamp_ms: int) -> tuple[int, int] | None:

@@ -4,18 +4,30 @@ Requests on one connection are handled one at a time and answered in order, as K
 a Fetch with nothing to return parks until a record arrives on one of its partitions (or its
 max wait passes), so a waiting consumer sees a new record within the same loop iteration.
 A malformed frame, an unknown API or a failing handler closes that one connection, logged.
+
+What one connection can cost is bounded: a frame longer than `max_request_bytes` (Kafka's
+socket.request.max.bytes) is refused from its length prefix; a frame whose bytes stop
+arriving is dropped after `request_read_timeout_s`; a connection with no request for
+`idle_timeout_s` (Kafka's connections.max.idle.ms) is closed. Parsing is bounded by
+decoding.py; a request holding more than a few thousand array items is parsed in a parser
+process (a thread would still hold the interpreter lock the event loop needs), so one
+connection's big request never stalls the loop that serves the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import struct
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from broker.decoding import MAX_REQUEST_ITEMS, RequestTooComplexError
 from broker.errors import MalformedRequestError
 from broker.groups import GroupCoordinator
 from broker.handlers import BrokerInfo, RequestHandlers
@@ -23,8 +35,8 @@ from broker.log import Segment
 from broker.offsets import OffsetStore
 from broker.protocol import (
     API_VERSIONS_KEY,
+    Request,
     UnsupportedApiError,
-    advertised_versions,
     api_versions_error_frame,
     encode_response,
     parse_request,
@@ -36,6 +48,12 @@ logger = logging.getLogger(__name__)
 
 _LENGTH: Final = struct.Struct(">i")
 _MIN_FRAME: Final = 8  # api key, version, correlation id, client id length
+DEFAULT_MAX_REQUEST_BYTES: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
+DEFAULT_IDLE_TIMEOUT_S: Final = 600.0  # Kafka's connections.max.idle.ms
+DEFAULT_REQUEST_READ_TIMEOUT_S: Final = 30.0
+# Array items a request may hold and still be parsed on the event loop (a few milliseconds at
+# most); a bigger one is parsed again in the parser process, with the full budget.
+_ITEMS_PARSED_ON_LOOP: Final = 1_000
 
 
 class EmbeddedBroker:
@@ -49,9 +67,11 @@ class EmbeddedBroker:
         port: int = 0,
         node_id: int = 1,
         advertised_host: str | None = None,
-        auto_create_topics: bool = True,
+        auto_create_topics: bool = False,
         default_partitions: int = 1,
-        max_request_bytes: int = 100 * 1024 * 1024,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        request_read_timeout_s: float = DEFAULT_REQUEST_READ_TIMEOUT_S,
         flush_interval_s: float = 1.0,
         retention_check_interval_s: float = 30.0,
         min_session_timeout_ms: int = 100,
@@ -64,6 +84,9 @@ class EmbeddedBroker:
         self._auto_create_topics = auto_create_topics
         self._default_partitions = default_partitions
         self._max_request_bytes = max_request_bytes
+        self._idle_timeout_s = idle_timeout_s
+        self._request_read_timeout_s = request_read_timeout_s
+        self._parser: ProcessPoolExecutor | None = None  # started at the first big request
         self._flush_interval_s = flush_interval_s
         self._retention_check_interval_s = retention_check_interval_s
         self._min_session_timeout_ms = min_session_timeout_ms
@@ -147,6 +170,9 @@ class EmbeddedBroker:
         self._server = None
         if self._groups is not None:
             await self._groups.stop()
+        if self._parser is not None:
+            self._parser.shutdown(wait=True, cancel_futures=True)
+            self._parser = None
         self._close_stores()
         logger.info("embedded Kafka broker on port %d stopped", self._port)
 
@@ -198,29 +224,14 @@ class EmbeddedBroker:
         assert self._handlers is not None
         routes = self._handlers.routes
         while True:
-            try:
-                prefix = await reader.readexactly(4)
-            except asyncio.IncompleteReadError:
+            frame = await self._read_frame(reader, peer)
+            if frame is None:
                 return
-            (size,) = _LENGTH.unpack(prefix)
-            if not _MIN_FRAME <= size <= self._max_request_bytes:
-                logger.warning(
-                    "closing connection from %s: frame length %d outside %d..%d bytes",
-                    peer,
-                    size,
-                    _MIN_FRAME,
-                    self._max_request_bytes,
-                )
-                return
-            frame = await reader.readexactly(size)
             try:
-                request = parse_request(frame)
+                request = await self._parse(frame)
             except UnsupportedApiError as exc:
                 if exc.header.api_key == API_VERSIONS_KEY:
-                    frame_out = api_versions_error_frame(
-                        exc.header.correlation_id, advertised_versions()
-                    )
-                    writer.write(frame_out)
+                    writer.write(api_versions_error_frame(exc.header.correlation_id))
                     await writer.drain()
                     continue
                 logger.warning("closing connection from %s: %s", peer, exc)
@@ -243,6 +254,55 @@ class EmbeddedBroker:
             if body is not None:
                 writer.write(encode_response(request, body))
                 await writer.drain()
+
+    async def _read_frame(self, reader: asyncio.StreamReader, peer: str) -> bytes | None:
+        """The next request frame, or None when the connection is to close (logged)."""
+        try:
+            async with asyncio.timeout(self._idle_timeout_s):
+                first = await reader.readexactly(1)
+        except TimeoutError:
+            logger.info("closing connection from %s: idle for %g s", peer, self._idle_timeout_s)
+            return None
+        except asyncio.IncompleteReadError:
+            return None  # the client closed between requests
+        try:
+            async with asyncio.timeout(self._request_read_timeout_s):
+                (size,) = _LENGTH.unpack(first + await reader.readexactly(3))
+                if not _MIN_FRAME <= size <= self._max_request_bytes:
+                    logger.warning(
+                        "closing connection from %s: frame length %d outside %d..%d bytes",
+                        peer,
+                        size,
+                        _MIN_FRAME,
+                        self._max_request_bytes,
+                    )
+                    return None
+                return await reader.readexactly(size)
+        except TimeoutError:
+            logger.warning(
+                "closing connection from %s: a request's bytes stopped arriving for %g s",
+                peer,
+                self._request_read_timeout_s,
+            )
+            return None
+
+    async def _parse(self, frame: bytes) -> Request:
+        try:
+            return parse_request(frame, max_items=_ITEMS_PARSED_ON_LOOP)
+        except RequestTooComplexError as exc:
+            if exc.needed > MAX_REQUEST_ITEMS:
+                raise  # no budget could take it: refused without parsing further
+        # A big request: parse it again where it cannot stall the other connections.
+        if self._parser is None:
+            self._parser = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._parser, parse_request, frame)
+        except BrokenProcessPool:
+            self._parser = None  # the parser died (killed?); the next big request starts one
+            raise MalformedRequestError("the parser process died") from None
 
     # --- housekeeping ----------------------------------------------------------------------
 

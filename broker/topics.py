@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, cast
 
 from broker.errors import BrokerError, ErrorCode
-from broker.log import CleanupPolicy, LogConfig, PartitionLog
+from broker.log import CleanupPolicy, LogConfig, PartitionLog, TimestampType
 from broker.storage import read_json, write_json_atomically
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ _INTEGER_CONFIGS: Final = frozenset(
     if value.lstrip("-").isdigit() and name != "min.cleanable.dirty.ratio"
 )
 _CLEANUP_POLICIES: Final = {"delete", "compact", "compact,delete", "delete,compact"}
+_TIMESTAMP_TYPES: Final = {"CreateTime", "LogAppendTime"}
 
 
 def validate_topic_name(name: str) -> None:
@@ -78,6 +81,11 @@ def validate_configs(configs: dict[str, str]) -> None:
             raise BrokerError(
                 ErrorCode.INVALID_CONFIG, f"cleanup.policy must be delete or compact, got {value!r}"
             )
+        if name == "message.timestamp.type" and value not in _TIMESTAMP_TYPES:
+            raise BrokerError(
+                ErrorCode.INVALID_CONFIG,
+                f"message.timestamp.type must be CreateTime or LogAppendTime, got {value!r}",
+            )
         if name == "segment.bytes" and int(value) < 1024:
             raise BrokerError(ErrorCode.INVALID_CONFIG, "segment.bytes must be at least 1024")
 
@@ -93,6 +101,7 @@ def log_config(configs: dict[str, str]) -> LogConfig:
         retention_bytes=int(effective["retention.bytes"]),
         cleanup_policy=cast(CleanupPolicy, policy),
         max_message_bytes=int(effective["max.message.bytes"]),
+        timestamp_type=cast(TimestampType, effective["message.timestamp.type"]),
     )
 
 
@@ -112,6 +121,8 @@ class TopicStore:
         self._logs_dir = data_dir / _LOGS_DIR
         self._logs_dir.mkdir(parents=True, exist_ok=True)
         self._topics: dict[str, Topic] = {}
+        self._save_deferred = 0
+        self._unsaved = False
         self._load()
 
     def _load(self) -> None:
@@ -137,7 +148,22 @@ class TopicStore:
                 shutil.rmtree(directory, ignore_errors=True)
         logger.info("loaded %d topic(s) from %s", len(self._topics), self._catalog_path.parent)
 
+    @contextlib.contextmanager
+    def saving_once(self) -> Iterator[None]:
+        """Write the catalog once at the end, for a request creating many topics at a time."""
+        self._save_deferred += 1
+        try:
+            yield
+        finally:
+            self._save_deferred -= 1
+            if not self._save_deferred and self._unsaved:
+                self._save()
+
     def _save(self) -> None:
+        if self._save_deferred:
+            self._unsaved = True
+            return
+        self._unsaved = False
         write_json_atomically(
             self._catalog_path,
             {

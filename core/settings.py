@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
 
+    # --- embedded broker: what one client may cost it (Kafka's names in the descriptions) -------
+    broker_max_request_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="largest request (socket.request.max.bytes)"
+    )
+    broker_idle_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="close a connection silent this long (connections.max.idle.ms)",
+    )
+    broker_request_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="close a connection whose request stops arriving mid-frame"
+    )
+    broker_auto_create_topics: bool = Field(
+        default=False,
+        description="create unknown topics on metadata requests (auto.create.topics.enable)",
+    )
+
     # --- gateway ----------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
@@ -73,10 +90,60 @@ class Settings(BaseSettings):
         description="HMAC key for client tokens; unset means a generated one under data_dir.",
     )
     token_ttl_s: float = Field(default=8 * 3600.0, gt=0)
-    max_msg_size: int = Field(default=1024 * 1024, ge=1024, description="bytes per WebSocket frame")
+    token_max_lifetime_s: float = Field(
+        default=24 * 3600.0, gt=0, description="how long renewals may keep one link alive"
+    )
+    max_msg_size: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=900 * 1024,
+        description="bytes per WebSocket frame (over it: close 1009); every frame must fit one "
+        "Kafka message (librdkafka's 1,000,000-byte default) with room for the event around it",
+    )
     heartbeat_s: float = Field(default=30.0, gt=0)
     client_timeout_s: float = Field(default=45.0, gt=0)
-    send_queue_size: int = Field(default=256, ge=1, description="messages buffered per client")
+
+    # --- gateway limits ---------------------------------------------------------------------
+    # Per socket, per conversation (on one gateway) and per connection; docs/protocol.md.
+    ws_send_queue_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="bytes of server messages queued for one socket before it is closed 1013",
+    )
+    ws_unacked_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes of one socket's messages waiting for Kafka; beyond: `unavailable`",
+    )
+    ws_delivery_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long the gateway retries storing a client message in Kafka",
+    )
+    ws_sockets_per_conversation: int = Field(
+        default=4,
+        ge=1,
+        description="open sockets of one conversation on one gateway; a newer one replaces "
+        "the oldest (close 4002)",
+    )
+    ws_rate_messages_per_s: float = Field(
+        default=200.0,
+        gt=0,
+        description="per conversation: room for two 20 ms telephony tracks and the rep's page",
+    )
+    ws_rate_burst_messages: int = Field(default=2000, ge=1, description="per conversation")
+    ws_rate_bytes_per_s: float = Field(
+        default=256 * 1024, gt=0, description="per conversation (4x live 16 kHz PCM)"
+    )
+    ws_rate_burst_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="per conversation: a reconnect's resend"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection must send a whole request head this soon after opening "
+        "(or after its previous response)",
+    )
 
     # --- turns and context ------------------------------------------------------------------
     turn_pause_ms: float = Field(default=600.0, ge=0)
@@ -105,6 +172,19 @@ class Settings(BaseSettings):
     llm_ttft_ms: float = Field(default=300.0, ge=0)
     llm_tokens_per_s: float = Field(default=40.0, gt=0)
 
+    # --- speculative suggestions (docs/protocol.md, docs/benchmarks.md) ---------------------
+    speculative_suggestions: bool = Field(
+        default=True,
+        description="start the LLM on customer words waiting for the turn pause; the client "
+        "sees the stream only if they become the turn",
+    )
+    speculation_pause_ms: float = Field(
+        default=200.0,
+        ge=0,
+        description="pause after a final customer chunk without a sentence end before the LLM "
+        "starts on it (below turn_pause_ms to gain anything)",
+    )
+
     # --- speech recognition -----------------------------------------------------------------
     asr_model: str | None = Field(
         default=None,
@@ -125,6 +205,34 @@ class Settings(BaseSettings):
         default=8081, ge=0, le=65535, description="a worker's /metrics and /healthz; 0 picks one"
     )
 
+    # --- stream workers: failover (docs/reliability.md, "Workers") --------------------------
+    worker_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="static group membership (group.instance.id), unique per worker; unset: "
+        "dynamic membership",
+    )
+    worker_session_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="a worker silent this long loses its partitions (raised to the broker's "
+        "group.min.session.timeout.ms)",
+    )
+    worker_commit_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often consumed offsets are committed: what a crash makes a worker re-read",
+    )
+    turn_recovery_window_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="a turn a lost worker left unanswered is answered again if younger than "
+        "this, else only cancelled",
+    )
+    worker_stall_timeout_s: float = Field(
+        default=300.0, gt=0, description="a partition not fetched or processed this long is logged"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, data: Any) -> Any:
@@ -132,6 +240,17 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
         return data
+
+    @model_validator(mode="after")
+    def _a_whole_frame_fits_every_budget(self) -> Settings:
+        # A frame the budgets could never pay for would be refused forever, not just now.
+        for name in ("ws_rate_burst_bytes", "ws_unacked_bytes"):
+            if getattr(self, name) < self.max_msg_size:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be at least max_msg_size "
+                    f"({self.max_msg_size}): a frame of the maximum size must be able to pass"
+                )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -180,7 +299,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = _field_name(str(error["loc"][0])) if error["loc"] else "settings"
+            if not error["loc"]:  # a rule across settings; its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = _field_name(str(error["loc"][0]))
             # A secret's rejected value is never shown, not even in an error.
             got = "" if field in _secret_fields() else f" (got {error.get('input')!r})"
             problems.append(f"{field} ({env_name(field)}): {error['msg']}{got}")

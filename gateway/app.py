@@ -1,4 +1,5 @@
-"""The gateway's aiohttp application: `/ws`, `/healthz`, `/metrics`, the rep's page."""
+"""The gateway's aiohttp application: `/ws`, `/healthz`, `/metrics`, the rep's page, token
+endpoints and `/twilio/media`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -14,19 +16,33 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from core.kafka.admin import KafkaAdminError, TopicAdmin
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings, SettingsError
-from core.tokens import TokenError, TokenSigner, resolve_secret
+from core.tokens import TokenClaims, TokenError, TokenSigner, resolve_secret
+from gateway.conversation_tokens import ConversationTokens
 from gateway.event_producer import EventProducer
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.protocol import ErrorMessage
+from gateway.protocol import CLIENT_ID_PATTERN, ErrorMessage
+from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
 from gateway.reply_router import ReplyRouter, ReplyTopicError
-from gateway.session import Session
+from gateway.session import CLOSE_UNAUTHORIZED, Session
+from gateway.telephony.media_stream import MediaStreamEndpoint
+from gateway.telephony.twilio import TwilioDialect
 from schemas.codec import EventCodec, default_codec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATIC_DIR: Final = Path(__file__).parent / "static"
-CLOSE_UNAUTHORIZED: Final = 4001
 STARTUP_RETRY_S: Final = 1.0
+
+
+@dataclass(eq=False)
+class Conversation:
+    """One conversation's sockets on this gateway, oldest first, and the budget they share."""
+
+    rate_limit: ConversationRateLimit
+    sessions: list[Session] = field(default_factory=list)
+
+    def open_sessions(self) -> list[Session]:
+        return [session for session in self.sessions if not session.retiring]
 
 
 class GatewayWebSocket(web.WebSocketResponse):
@@ -79,7 +95,9 @@ class Gateway:
             bootstrap_servers=settings.bootstrap_servers,
             codec=codec,
             client_id=f"teleprompter-{settings.gateway_id}",
-            delivery_timeout_s=kafka_timeout_s,
+            # librdkafka retries a client's message until then; the client hears `ack` or
+            # `error` with its seq, whichever comes first.
+            delivery_timeout_s=settings.ws_delivery_timeout_s,
             metrics=metrics,
         )
         self.router = ReplyRouter(
@@ -90,6 +108,9 @@ class Gateway:
             group_id=f"{settings.topic_prefix}.gateway.{settings.gateway_id}",
         )
         self._sessions: set[Session] = set()
+        self._conversations: dict[str, Conversation] = {}
+        # Shared with the phone-call media streams of the same conversations.
+        self.rate_limits = ConversationRateLimits.from_settings(settings)
         self._ready = False
         self._ready_event = asyncio.Event()
         self._stopping = False
@@ -182,19 +203,58 @@ class Gateway:
             )
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"Unauthorized")
             return ws
+        client_id = request.query.get("client_id")
+        if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
+            self.metrics.connection_attempts.labels(outcome="bad_client_id").inc()
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bad client_id")
+            return ws
+        session = self._open_session(ws, request, claims, client_id)
+        try:
+            await self._receive(ws, session)
+        finally:
+            self._close_session(session)
+            await session.finish()
+            self._hand_back_route(session)
+            logger.info("session %s closed (code %s)", session.session_id, ws.close_code)
+        return ws
+
+    def _open_session(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        claims: TokenClaims,
+        client_id: str | None,
+    ) -> Session:
+        settings = self.settings
+        conversation = self._conversations.get(claims.conversation_id)
+        if conversation is None:
+            conversation = Conversation(rate_limit=self.rate_limits.hold(claims.conversation_id))
+            self._conversations[claims.conversation_id] = conversation
         session = Session(
             ws=ws,
             transport=request.transport,
             conversation_id=claims.conversation_id,
             rep=claims.rep,
-            gateway_id=self.settings.gateway_id,
+            client_id=client_id,
+            gateway_id=settings.gateway_id,
             reply_topic=self.reply_topic.name,
             catalog=self.catalog,
             producer=self.producer,
             metrics=self.metrics,
-            send_queue_size=self.settings.send_queue_size,
+            rate_limit=conversation.rate_limit,
+            # A session lasts as long as its token would still be accepted.
+            expires_at=claims.expires_at + self._signer.leeway_s,
+            renew_token=lambda token: (
+                self._signer.verify(token, conversation_id=claims.conversation_id).expires_at
+                + self._signer.leeway_s
+            ),
+            send_queue_bytes=settings.ws_send_queue_bytes,
+            max_unacked_bytes=settings.ws_unacked_bytes,
             close_timeout_s=self._close_timeout_s,
         )
+        # Older sockets end their audio streams before this one can start its own.
+        self._make_room(conversation, client_id)
+        conversation.sessions.append(session)
         self.metrics.connection_attempts.labels(outcome="accepted").inc()
         self.metrics.connections.inc()
         self._sessions.add(session)
@@ -202,21 +262,37 @@ class Gateway:
         self.router.attach(session)
         session.announce_route(connected=True)
         logger.info(
-            "session %s open: conversation %s, rep %s",
+            "session %s open: conversation %s, rep %s, client %s",
             session.session_id,
             session.conversation_id,
             session.rep,
+            client_id,
         )
-        try:
-            await self._receive(ws, session)
-        finally:
-            self.router.detach(session)
-            self._sessions.discard(session)
-            self.metrics.connections.dec()
-            await session.finish()
-            self._hand_back_route(session)
-            logger.info("session %s closed (code %s)", session.session_id, ws.close_code)
-        return ws
+        return session
+
+    def _make_room(self, conversation: Conversation, client_id: str | None) -> None:
+        """A client's new socket replaces its old one; beyond the cap, the oldest goes."""
+        if client_id is not None:
+            for old in conversation.open_sessions():
+                if old.client_id == client_id:
+                    self.metrics.replaced_sockets.labels(reason="same_client").inc()
+                    old.replace(by_same_client=True)
+        open_sessions = conversation.open_sessions()
+        while len(open_sessions) >= self.settings.ws_sockets_per_conversation:
+            self.metrics.replaced_sockets.labels(reason="socket_cap").inc()
+            open_sessions.pop(0).replace(by_same_client=False)
+
+    def _close_session(self, session: Session) -> None:
+        self.router.detach(session)
+        self._sessions.discard(session)
+        self.metrics.connections.dec()
+        conversation = self._conversations.get(session.conversation_id)
+        if conversation is not None:
+            if session in conversation.sessions:
+                conversation.sessions.remove(session)
+            if not conversation.sessions:
+                del self._conversations[session.conversation_id]
+                self.rate_limits.release(session.conversation_id)
 
     async def _receive(self, ws: web.WebSocketResponse, session: Session) -> None:
         async for frame in ws:
@@ -250,13 +326,17 @@ class Gateway:
 
     async def handle_healthz(self, request: web.Request) -> web.Response:
         if self.ready:
-            return web.json_response(
-                {
-                    "status": "ok",
-                    "gateway_id": self.settings.gateway_id,
-                    "sessions": len(self._sessions),
-                }
-            )
+            # 200 means this gateway can serve; a degraded LLM is reported, not a failure here.
+            llm, llm_reason = self.router.llm
+            body: dict[str, object] = {
+                "status": "ok",
+                "gateway_id": self.settings.gateway_id,
+                "sessions": len(self._sessions),
+                "llm": llm,
+            }
+            if llm_reason:
+                body["llm_reason"] = llm_reason
+            return web.json_response(body)
         status = "stopping" if self._stopping else "starting"
         return web.json_response({"status": status}, status=503)
 
@@ -292,9 +372,10 @@ def create_app(
     close_timeout_s: float = 5.0,
 ) -> web.Application:
     """The gateway app; Kafka clients start with the app and stop with it."""
+    signer = signer or TokenSigner(resolve_secret(settings, create=True))
     gateway = Gateway(
         settings,
-        signer=signer or TokenSigner(resolve_secret(settings, create=True)),
+        signer=signer,
         codec=codec or default_codec(),
         metrics=metrics or GatewayMetrics(),
         static_dir=static_dir,
@@ -307,6 +388,21 @@ def create_app(
     app.router.add_get("/healthz", gateway.handle_healthz)
     app.router.add_get("/metrics", gateway.handle_metrics)
     app.router.add_get("/", gateway.handle_index)
+    tokens = ConversationTokens(settings=settings, signer=signer)
+    app.router.add_post("/conversations", tokens.handle_new_conversation)
+    app.router.add_post("/token", tokens.handle_renew)
+    twilio = MediaStreamEndpoint(
+        dialect=TwilioDialect(),
+        settings=settings,
+        signer=signer,
+        producer=gateway.producer,
+        catalog=gateway.catalog,
+        metrics=gateway.metrics,
+        rate_limits=gateway.rate_limits,
+        close_timeout_s=close_timeout_s,
+    )
+    app.router.add_get("/twilio/media", twilio.handle)
+    app.on_shutdown.append(twilio.shutdown)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir)
 

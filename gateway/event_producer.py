@@ -15,11 +15,12 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import confluent_kafka
 
 from gateway.metrics import GatewayMetrics
+from gateway.throttled_log import ThrottledWarning
 from schemas.codec import EventCodec
 from schemas.errors import SchemaError
 from schemas.events import Event
@@ -49,13 +50,30 @@ class Delivery:
     offset: int
 
 
+ProduceFailure = Literal[
+    "encode",  # the codec refused the event
+    "too_large",  # bigger than Kafka takes: no retry can store it
+    "queue_full",  # librdkafka's bounded local queue is full: try again later
+    "rejected",  # librdkafka refused it for another reason
+    "delivery",  # not acknowledged within the delivery timeout, or refused by the broker
+]
+
+
 class ProduceError(Exception):
     """An event was not stored: it could not be encoded, queued, or acknowledged."""
 
-    def __init__(self, topic: str, message: str, *, retriable: bool = False) -> None:
+    def __init__(
+        self,
+        topic: str,
+        message: str,
+        *,
+        retriable: bool = False,
+        failure: ProduceFailure = "delivery",
+    ) -> None:
         super().__init__(f"cannot produce to {topic}: {message}")
         self.topic = topic
         self.retriable = retriable
+        self.failure: ProduceFailure = failure
 
 
 class EventProducer:
@@ -83,6 +101,10 @@ class EventProducer:
             "logger": logging.getLogger("librdkafka.producer"),  # not straight to stderr
             **(extra_config or {}),
         }
+        # An outage fails every event in flight and repeats the cluster's error: one line per
+        # interval each, so the log still shows what else happens meanwhile.
+        self._failures = ThrottledWarning("events not stored", logger=logger)
+        self._client_errors = ThrottledWarning("kafka producer", logger=logger)
         self._producer = confluent_kafka.Producer(config)
         self._codec = codec
         self._metrics = metrics
@@ -112,7 +134,7 @@ class EventProducer:
             value = self._codec.encode(event)
         except SchemaError as exc:
             self._count_failure(topic, "encode")
-            raise ProduceError(topic, str(exc)) from exc
+            raise ProduceError(topic, str(exc), failure="encode") from exc
         future: asyncio.Future[Delivery] = self._loop.create_future()
         try:
             self._producer.produce(
@@ -123,10 +145,18 @@ class EventProducer:
             )
         except BufferError:
             self._count_failure(topic, "queue_full")
-            raise ProduceError(topic, "the local send queue is full", retriable=True) from None
+            raise ProduceError(
+                topic, "the local send queue is full", retriable=True, failure="queue_full"
+            ) from None
         except confluent_kafka.KafkaException as exc:
+            error: confluent_kafka.KafkaError = exc.args[0]
+            if error.code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE:
+                self._count_failure(topic, "too_large")
+                raise ProduceError(
+                    topic, f"{len(value)} bytes is more than Kafka takes", failure="too_large"
+                ) from exc
             self._count_failure(topic, "rejected")
-            raise ProduceError(topic, str(exc.args[0])) from exc
+            raise ProduceError(topic, error.str(), failure="rejected") from exc
         return future
 
     async def flush(self, *, timeout_s: float = 10.0) -> int:
@@ -167,8 +197,12 @@ class EventProducer:
     ) -> None:
         # Runs on the poll thread: hand the outcome to the event loop.
         if error is not None:
+            too_large = error.code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
             outcome: Delivery | ProduceError = ProduceError(
-                topic, error.str(), retriable=error.retriable()
+                topic,
+                error.str(),
+                retriable=error.retriable(),
+                failure="too_large" if too_large else "delivery",
             )
         else:
             assert message is not None  # librdkafka reports the message with every success
@@ -186,7 +220,7 @@ class EventProducer:
     def _settle(self, future: asyncio.Future[Delivery], outcome: Delivery | ProduceError) -> None:
         if isinstance(outcome, ProduceError):
             self._count_failure(outcome.topic, "delivery")
-            logger.warning("%s", outcome)
+            self._failures.note(outcome)
             if not future.done():
                 future.set_exception(outcome)
         elif not future.done():
@@ -198,4 +232,4 @@ class EventProducer:
 
     def _on_client_error(self, error: confluent_kafka.KafkaError) -> None:
         # librdkafka retries by itself; these say why the cluster is unreachable meanwhile.
-        logger.warning("kafka producer: %s", error.str())
+        self._client_errors.note(error.str())

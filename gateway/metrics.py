@@ -96,6 +96,29 @@ class GatewayMetrics:
             "Sessions closed with 1013 because their send queue stayed full",
             registry=r,
         )
+        self.acks = Counter(
+            "teleprompter_gateway_acks",
+            "Acks sent to clients: 'seq' (a message stored) or 'audio' (an audio offset)",
+            ["kind"],
+            registry=r,
+        )
+        self.unacked_bytes = Gauge(
+            "teleprompter_gateway_unacked_bytes",
+            "Bytes of client messages handed to Kafka and not yet acknowledged",
+            registry=r,
+        )
+        self.replaced_sockets = Counter(
+            "teleprompter_gateway_replaced_sockets",
+            "Sockets closed 4002 because a newer one took their place, by reason "
+            "(same_client, socket_cap)",
+            ["reason"],
+            registry=r,
+        )
+        self.sessions_expired = Counter(
+            "teleprompter_gateway_sessions_expired",
+            "Sessions closed 4001 token_expired",
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "teleprompter_stage_latency_seconds",
             "Latency per pipeline stage: the gateway's own (gateway_produce: frame received to "

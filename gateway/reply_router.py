@@ -14,15 +14,17 @@ from confluent_kafka.aio import AIOConsumer
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
     ServerMessage,
+    Status,
     SuggestionCancelled,
     SuggestionComplete,
     SuggestionDelta,
+    SuggestionFailed,
     Throttled,
     Transcript,
 )
 from schemas.codec import EventCodec
 from schemas.errors import SchemaError
-from schemas.events import Event, SuggestionEvent, TranscriptSegment, now_ms
+from schemas.events import Event, LlmState, LlmStatus, SuggestionEvent, TranscriptSegment, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -59,23 +61,40 @@ class Recipient(Protocol):
 def reply_message(event: Event) -> ServerMessage | None:
     """The client message for a reply-topic event; None for events clients are not shown."""
     if isinstance(event, SuggestionEvent):
-        if event.kind == "delta":
-            return SuggestionDelta(
-                turn_id=event.turn_id, seq=event.seq, text=event.text, full_text=event.full_text
-            )
-        if event.kind == "complete":
-            # The reply hop: from the worker's last stamp to this gateway handing it to sockets.
-            sent_ms = max(event.trace.values(), default=float(event.event_time_ms))
-            timings = {**event.timings, GATEWAY_OUT_STAGE: max(0.0, now_ms() - sent_ms)}
-            return SuggestionComplete(
-                turn_id=event.turn_id, text=event.full_text or event.text, timings=timings
-            )
-        if event.kind == "cancelled":
-            return SuggestionCancelled(turn_id=event.turn_id)
-        return Throttled(reason=event.reason or "capacity", turn_id=event.turn_id)
+        return _suggestion_message(event)
+    if isinstance(event, LlmStatus):
+        return Status(llm=event.llm, reason=event.reason)
     if isinstance(event, TranscriptSegment) and event.text:
-        return Transcript(speaker=event.speaker, text=event.text, final=event.final)
+        return Transcript(
+            speaker=event.speaker,
+            text=event.text,
+            final=event.final,
+            segment_id=event.segment_id,
+            revision=event.revision,
+        )
     return None
+
+
+def _suggestion_message(event: SuggestionEvent) -> ServerMessage:
+    if event.kind == "delta":
+        return SuggestionDelta(
+            turn_id=event.turn_id, seq=event.seq, text=event.text, full_text=event.full_text
+        )
+    if event.kind == "complete":
+        timings = dict(event.timings)
+        # A complete re-sent to a client that reconnected carries no trace: it was timed once.
+        if event.trace:
+            # The reply hop: from the worker's last stamp to this gateway handing it to sockets.
+            sent_ms = max(event.trace.values())
+            timings[GATEWAY_OUT_STAGE] = max(0.0, now_ms() - sent_ms)
+        return SuggestionComplete(
+            turn_id=event.turn_id, text=event.full_text or event.text, timings=timings
+        )
+    if event.kind == "cancelled":
+        return SuggestionCancelled(turn_id=event.turn_id, reason=event.reason or "superseded")
+    if event.kind == "failed":
+        return SuggestionFailed(turn_id=event.turn_id, reason=event.reason or "llm_error")
+    return Throttled(reason=event.reason or "capacity", turn_id=event.turn_id)
 
 
 class ReplyRouter:
@@ -107,6 +126,8 @@ class ReplyRouter:
         self._poll_timeout_s = poll_timeout_s
         self._max_batch = max_batch
         self._recipients: dict[str, list[Recipient]] = {}
+        # Conversations held here whose worker last reported its LLM degraded, with the reason.
+        self._llm_degraded: dict[str, str] = {}
         self._consumer: AIOConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -122,9 +143,17 @@ class ReplyRouter:
             recipients.remove(recipient)
         if not recipients:
             self._recipients.pop(recipient.conversation_id, None)
+            self._llm_degraded.pop(recipient.conversation_id, None)
 
     def recipients_for(self, conversation_id: str) -> list[Recipient]:
         return list(self._recipients.get(conversation_id, ()))
+
+    @property
+    def llm(self) -> tuple[LlmState, str]:
+        """ "degraded" (and why) while a worker reports its LLM failing for a conversation here."""
+        for reason in self._llm_degraded.values():
+            return "degraded", reason
+        return "ok", ""
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -207,6 +236,11 @@ class ReplyRouter:
         if not recipients:
             self._metrics.reply_records.labels(outcome="no_session").inc()
             return 0
+        if isinstance(event, LlmStatus):
+            if event.llm == "degraded":
+                self._llm_degraded[event.conversation_id] = event.reason
+            else:
+                self._llm_degraded.pop(event.conversation_id, None)
         self._metrics.reply_records.labels(outcome="delivered").inc()
         for recipient in list(recipients):
             recipient.deliver(message, received_at=received_at)

@@ -34,6 +34,22 @@ class QuerylessAccessLogger(AbstractAccessLogger):
         )
 
 
+def create_runner(
+    app: web.Application, settings: Settings, *, shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
+) -> web.AppRunner:
+    """The runner for the gateway app: query-free access log, HTTP header read timeout."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout_s,
+        access_log_class=QuerylessAccessLogger,
+        # aiohttp closes a connection whose keep-alive timer fires while it waits for a request
+        # head. The timer starts when the connection opens and again after each response, so
+        # it is the header read timeout: a client trickling header bytes is cut at this age.
+        keepalive_timeout=settings.http_header_timeout_s,
+    )
+
+
 async def serve(
     settings: Settings,
     *,
@@ -42,13 +58,7 @@ async def serve(
     signer: TokenSigner | None = None,
 ) -> None:
     """Serve until `stop` is set; then stop accepting, close sockets 1001, flush Kafka."""
-    app = create_app(settings, signer=signer)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        access_log_class=QuerylessAccessLogger,
-    )
+    runner = create_runner(create_app(settings, signer=signer), settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)

@@ -16,7 +16,8 @@ Speaker = Literal["customer", "rep"]
 AudioEncoding = Literal["pcm_s16le", "mulaw"]
 TranscriptSource = Literal["text", "asr"]
 TurnReason = Literal["sentence_end", "pause", "conversation_end"]
-SuggestionKind = Literal["delta", "complete", "cancelled", "throttled"]
+SuggestionKind = Literal["delta", "complete", "cancelled", "throttled", "failed"]
+LlmState = Literal["ok", "degraded"]
 
 Trace = dict[str, float]
 
@@ -73,6 +74,9 @@ class TranscriptSegment(Event):
     final: bool = True
     source: TranscriptSource = "text"
     end_of_conversation: bool = False
+    revision: int = 0
+    """0 for a segment's first final; a re-decode of the same segment (same `segment_id`)
+    comes again with a higher revision, whose text replaces the earlier ones."""
 
 
 @dataclass(kw_only=True)
@@ -84,11 +88,16 @@ class Turn(Event):
     turn_id: str
     text: str
     reason: TurnReason = "sentence_end"
+    segment_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
 class SuggestionEvent(Event):
-    """One step of a streamed suggestion, on its way to the gateway holding the conversation."""
+    """One step of a streamed suggestion, on its way to the gateway holding the conversation.
+
+    Every turn's suggestion ends in exactly one outcome: `complete`, `cancelled` (`reason`:
+    superseded, worker_lost, conversation_ended) or `failed` (`reason`: the LLM's error).
+    """
 
     schema_name: ClassVar[str] = "SuggestionEvent"
 
@@ -99,6 +108,17 @@ class SuggestionEvent(Event):
     full_text: str = ""
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class LlmStatus(Event):
+    """Whether the worker serving a conversation can reach its LLM (sent when that changes)."""
+
+    schema_name: ClassVar[str] = "LlmStatus"
+
+    worker_id: str = ""
+    llm: LlmState = "ok"
+    reason: str = ""
 
 
 @dataclass(kw_only=True)
@@ -138,6 +158,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TranscriptSegment,
     Turn,
     SuggestionEvent,
+    LlmStatus,
     ConversationSummary,
     SessionRoute,
     CustomerProfile,

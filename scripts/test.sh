@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, espeak-ng, chromium),
+# Installs what the tests need (the package with its test extras, espeak-ng, chromium, kcat),
 # then runs lint, format check, strict types, the import contract and the whole suite.
 # Extra args go to pytest.
 set -euo pipefail
@@ -10,6 +10,7 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import faust
 
@@ -28,6 +31,8 @@ from schemas.events import (
     ConversationSummary,
     CustomerProfile,
     Event,
+    LlmState,
+    LlmStatus,
     SessionRoute,
     SuggestionEvent,
     TranscriptSegment,
@@ -39,10 +44,14 @@ from streams.asr.model import AsrModelError
 from streams.asr.transcriber import AsrCapacityError, RecognizedText, SpeechRecognitionEngine
 from streams.coalescer import TurnCoalescer
 from streams.contexts import ContextStore
+from streams.ledger import TurnLedger
 from streams.llm import LlmError, SuggestionModel
+from streams.llm_health import LlmHealth
 from streams.observability.metrics import WorkerMetrics
-from streams.prompt import PromptBuilder
+from streams.prompt import Prompt, PromptBuilder
 from streams.routes import RouteBook
+from streams.speculation import Speculator
+from streams.state import ConversationTable
 from streams.suggester import SuggestionStreamer
 from streams.summarizer import RollingSummarizer
 
@@ -52,6 +61,8 @@ E = TypeVar("E", bound=Event)
 
 IDLE_SWEEP_INTERVAL_S: Final = 30.0
 ROUTE_WAIT_S: Final = 2.0
+# An ended conversation's dedupe state outlives it by this long: far beyond any redelivery.
+ENDED_STATE_TTL_S: Final = 600.0
 
 
 class SuggestionPipeline:
@@ -94,20 +105,46 @@ class SuggestionPipeline:
         self.contexts = ContextStore(
             self.app.Table("contexts", **table_args), window_s=settings.context_window_s
         )
+        self.worker_id = worker_id(settings)
+        # Turn-making and answering state, durable so that a crash neither repeats nor loses
+        # a turn: see docs/reliability.md ("Workers").
         self.coalescer = TurnCoalescer(pause_ms=settings.turn_pause_ms)
+        self.coalescer_table = ConversationTable(self.app.Table("coalescer", **table_args))
+        self.ledger = TurnLedger(ConversationTable(self.app.Table("turns", **table_args)))
+        self.health = LlmHealth(probe=self.model.probe, on_change=self._tell_llm_state)
+        self.gate = AdmissionGate(
+            max_active=settings.llm_max_streams, max_waiting=settings.llm_max_waiting
+        )
+        # The LLM starts on words waiting for the turn pause: streams/speculation.py.
+        self.speculator = (
+            Speculator(
+                gate=self.gate,
+                prompt_for=self._suggestion_prompt,
+                stream=self._stream_prompt,
+                waiting=self.coalescer.waiting_segments,
+                pause_ms=settings.speculation_pause_ms,
+                on_end=self.metrics.speculation_ended,
+            )
+            if settings.speculative_suggestions
+            else None
+        )
         self.streamer = SuggestionStreamer(
-            gate=AdmissionGate(
-                max_active=settings.llm_max_streams, max_waiting=settings.llm_max_waiting
-            ),
+            gate=self.gate,
             compose=self._compose,
             publish=self._publish_suggestion,
+            redeliver=self._redeliver_suggestion,
+            ledger=self.ledger,
+            health=self.health,
+            answer_window_s=settings.turn_recovery_window_s,
+            speculator=self.speculator,
         )
         self.summarizer = RollingSummarizer(
             builder=self.builder,
-            complete=self.model.complete,
+            complete=self._complete_summary,
             publish=self._publish_summary,
         )
         self._pause_changed = asyncio.Event()
+        self._known_partitions: set[Any] = set()
         self._speech: SpeechRecognitionEngine | None = None
         self._speech_loaded = asyncio.Event()
 
@@ -122,6 +159,9 @@ class SuggestionPipeline:
         self.app.timer(IDLE_SWEEP_INTERVAL_S)(self._sweep_idle)
         # mode's Signal stubs reject any async receiver, though it awaits them at runtime.
         self.app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        self._recoveries: set[asyncio.Task[None]] = set()
 
     # --- agents ---------------------------------------------------------------------------
     async def _transcribe(self, stream: Any) -> None:
@@ -135,32 +175,41 @@ class SuggestionPipeline:
                 logger.warning("audio of %s not recognised: %s", chunk.conversation_id, exc)
 
     async def _coalesce(self, stream: Any) -> None:
-        async for segment in self._decoded(stream, TranscriptSegment):
+        async for segment, partition, offset in self._positioned(stream, TranscriptSegment):
             segment.stamp("worker_in")
             cid = segment.conversation_id
+            self._restore_coalescer(cid)
+            if not self.coalescer.admit(segment, partition=partition, offset=offset):
+                logger.info("segment %s of %s was taken before: skipped", segment.segment_id, cid)
+                continue
             if segment.end_of_conversation:
                 self.coalescer.accept(segment, now_ms=_now_ms())
-                self._end(cid)
+                self._save_coalescer(cid)
+                await self._end(cid, partition=partition)
                 continue
             if segment.final and segment.text.strip():
-                context = self.contexts.get(cid)
-                context.add_segment(segment)
+                context = self.contexts.record(segment)  # a revision replaces its segment's text
                 self.contexts.save(cid)
                 self.summarizer.consider(context)
             turn = self.coalescer.accept(segment, now_ms=_now_ms())
+            if self.speculator is not None:
+                self.speculator.heard(segment)
             if turn is not None:
-                await self._send_turn(turn)
+                await self._send_turns(cid)
             else:
+                self._save_coalescer(cid)
                 self._pause_changed.set()
 
     async def _suggest(self, stream: Any) -> None:
-        async for turn in self._decoded(stream, Turn):
-            self.streamer.submit(turn)
+        async for turn, partition, offset in self._positioned(stream, Turn):
+            await self.streamer.submit(turn, partition=partition, offset=offset)
 
     async def _track_routes(self, stream: Any) -> None:
         async for route in self._decoded(stream, SessionRoute):
             if self.routes.update(route):
                 await self.streamer.resume(route.conversation_id)
+                if self.health.state == "degraded":
+                    await self._send_llm_status(route.conversation_id)
 
     async def _track_profiles(self, stream: Any) -> None:
         async for profile in self._decoded(stream, CustomerProfile):
@@ -184,7 +233,7 @@ class SuggestionPipeline:
                 async with asyncio.timeout(timeout):
                     await self._pause_changed.wait()
             for turn in self.coalescer.due(now_ms=_now_ms()):
-                await self._send_turn(turn)
+                await self._send_turns(turn.conversation_id)
 
     async def _run_speech_recognition(self) -> None:
         """Loads the speech model once per process, then publishes what it recognises."""
@@ -208,6 +257,7 @@ class SuggestionPipeline:
             text=recognized.text,
             final=recognized.final,
             source="asr",
+            revision=recognized.revision,
         )
         if recognized.speech_end_wall_ms is not None:
             segment.trace["speech_end"] = recognized.speech_end_wall_ms
@@ -218,7 +268,8 @@ class SuggestionPipeline:
             await self._send(route.reply_topic, segment)
 
     async def _sweep_idle(self) -> None:
-        """Ends conversations that went quiet without saying goodbye, through their own stream."""
+        """Ends conversations that went quiet without saying goodbye, through their own stream;
+        forgets the dedupe state of conversations that ended long ago."""
         for cid in self.contexts.idle(idle_s=self.settings.conversation_idle_s):
             logger.info(
                 "conversation %s idle for %.0f s: ending it", cid, self.settings.conversation_idle_s
@@ -228,16 +279,68 @@ class SuggestionPipeline:
                 TranscriptSegment(
                     conversation_id=cid,
                     session_id="worker",
-                    segment_id="idle",
+                    # Unique, or a second idle end would be taken for a resend of the first.
+                    segment_id=f"idle-{int(_now_ms())}",
                     text="",
                     end_of_conversation=True,
                 ),
             )
+        owned = self._owned_partitions()
+        for cid in self.ledger.sweep(owned, ended_before_ms=_now_ms() - ENDED_STATE_TTL_S * 1000):
+            partition = self.coalescer.partition_of(cid)
+            self.coalescer.forget([cid])
+            if partition is not None:
+                self.coalescer_table.delete(cid, partition=partition)
+
+    # --- rebalances: what a new owner of a partition does -------------------------------------
+    async def _on_assigned(self, sender: Any, assigned: Any = (), **_: Any) -> None:
+        """Forget the in-memory state of conversations whose partitions went to another worker;
+        their open turns stay open in the table, and the new owner ends them."""
+        topic = self.catalog.transcripts.name
+        kept = {tp.partition for tp in assigned if tp.topic == topic}
+        lost = {tp.partition for tp in self._known_partitions if tp.topic == topic} - kept
+        self._known_partitions = set(assigned)
+        if not lost:
+            return
+        if self.speculator is not None:
+            self.speculator.forget(self.coalescer.in_partitions(lost))
+        self.coalescer.forget(self.coalescer.in_partitions(lost))
+        for cid in list(self.streamer.conversations()):
+            if self.ledger.partition_of(cid) in lost:
+                self.streamer.forget(cid)
+
+    async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        # Off the rebalance path: ending a turn may wait for its route.
+        task = asyncio.get_running_loop().create_task(self._take_over(self._owned_partitions()))
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _take_over(self, owned: set[int]) -> None:
+        """After recovery: finish what a lost owner of these partitions left undone."""
+        try:
+            for cid, snapshot in list(self.coalescer_table.owned(owned)):
+                if cid in self.coalescer:
+                    continue
+                self.coalescer.restore(cid, snapshot)
+                if self.coalescer.outbox(cid):
+                    logger.info("re-sending the unconfirmed turns of %s", cid)
+                    await self._send_turns(cid)
+            self._pause_changed.set()
+            for orphan in self.ledger.open_turns(owned):
+                await self.streamer.recover(orphan)
+        except Exception:
+            logger.exception("taking over partitions %s failed", sorted(owned))
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
-        """The consumer has stopped: end in-flight streams before the producer's last flush."""
+        """The consumer has stopped: stop in-flight streams before the producer's last flush.
+
+        Their turns stay open in the table: whoever owns the partitions next ends them.
+        """
         await self.streamer.close()
+        if self.speculator is not None:
+            await self.speculator.close()
         await self.summarizer.close()
+        await self.health.close()
         await self.model.close()
         if self._speech is not None:
             # Speech in progress is finished and published before the producer's last flush.
@@ -248,37 +351,94 @@ class SuggestionPipeline:
         self.app.agent(self._topics[topic], name=name)(fun)
 
     async def _decoded(self, stream: Any, event_type: type[E]) -> AsyncIterator[E]:
+        async for event, _partition, _offset in self._positioned(stream, event_type):
+            yield event
+
+    async def _positioned(
+        self, stream: Any, event_type: type[E]
+    ) -> AsyncIterator[tuple[E, int, int]]:
+        """Each record decoded, with its partition and offset."""
         async for message in stream.events():
+            record = message.message
             try:
-                yield self.codec.decode_as(
-                    message.value,
-                    event_type,
-                    topic=message.message.topic,
-                    offset=message.message.offset,
+                event = self.codec.decode_as(
+                    message.value, event_type, topic=record.topic, offset=record.offset
                 )
             except SchemaError as exc:
                 # Poison records are reported, never silently dropped, and never stop the agent.
                 logger.error("skipping an undecodable record: %s", exc)
+                continue
+            yield event, record.partition, record.offset
 
-    def _end(self, conversation_id: str) -> None:
-        self.streamer.forget(conversation_id)
+    async def _end(self, conversation_id: str, *, partition: int) -> None:
+        if self.speculator is not None:
+            self.speculator.drop(conversation_id, outcome="ended")
+        await self.streamer.end(conversation_id)
+        self.ledger.mark_ended(conversation_id, partition=partition, now_ms=_now_ms())
         self.summarizer.forget(conversation_id)
         self.contexts.drop(conversation_id)
         self.routes.forget(conversation_id)
 
-    async def _compose(self, turn: Turn) -> AsyncIterator[str]:
-        prompt = self.builder.suggestion(self.contexts.get(turn.conversation_id))
+    def _restore_coalescer(self, conversation_id: str) -> None:
+        if conversation_id not in self.coalescer:
+            snapshot = self.coalescer_table.get(conversation_id)
+            if snapshot is not None:
+                self.coalescer.restore(conversation_id, snapshot)
+
+    def _save_coalescer(self, conversation_id: str) -> asyncio.Future[Any] | None:
+        snapshot = self.coalescer.snapshot(conversation_id)
+        partition = self.coalescer.partition_of(conversation_id)
+        if snapshot is None or partition is None:
+            return None
+        return self.coalescer_table.put(conversation_id, snapshot, partition=partition)
+
+    async def _send_turns(self, conversation_id: str) -> None:
+        """The conversation's new turns to the turns topic, once the state naming them is durable.
+
+        Durable first: a turn must never be on the topic while a crash could still make the
+        coalescer re-make its segments into a different turn. Each turn leaves the outbox once
+        the broker has it; until then a new owner re-sends it (the suggester skips repeats).
+        """
+        turns = self.coalescer.outbox(conversation_id)
+        saved = self._save_coalescer(conversation_id)
+        if saved is not None:
+            try:
+                await saved
+            except Exception as exc:
+                logger.warning("turn state of %s not stored: %s", conversation_id, exc)
+        for turn in turns:
+            turn.stamp("turn_out")
+            stored = await self._send(self.catalog.turns.name, turn)
+            stored.add_done_callback(
+                functools.partial(self._on_turn_stored, conversation_id, turn.turn_id)
+            )
+
+    def _on_turn_stored(
+        self, conversation_id: str, turn_id: str, done: asyncio.Future[Any]
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # stays in the outbox; a new owner re-sends it
+        self.coalescer.delivered(conversation_id, turn_id)
+        self._save_coalescer(conversation_id)
+        self.metrics.turn_emitted()
+
+    def _owned_partitions(self) -> set[int]:
+        topic = self.catalog.transcripts.name
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    def _compose(self, turn: Turn) -> AsyncIterator[str]:
+        return self._stream_prompt(self._suggestion_prompt(turn.conversation_id), turn.turn_id)
+
+    def _suggestion_prompt(self, conversation_id: str) -> Prompt:
+        return self.builder.suggestion(self.contexts.get(conversation_id))
+
+    async def _stream_prompt(self, prompt: Prompt, request_id: str) -> AsyncIterator[str]:
         try:
-            async for fragment in self.model.stream(prompt, request_id=turn.turn_id):
+            async for fragment in self.model.stream(prompt, request_id=request_id):
                 yield fragment
         except LlmError as exc:
             self.metrics.llm_error(exc.kind)
             raise
-
-    async def _send_turn(self, turn: Turn) -> None:
-        turn.stamp("turn_out")
-        await self._send(self.catalog.turns.name, turn)
-        self.metrics.turn_emitted()
 
     async def _publish_suggestion(self, event: SuggestionEvent) -> None:
         self.metrics.suggestion_published(event)
@@ -295,17 +455,57 @@ class SuggestionPipeline:
         if event.kind != "delta":
             await self._send(self.catalog.suggestions.name, event)
 
+    async def _redeliver_suggestion(self, event: SuggestionEvent) -> None:
+        """Again to the conversation's client only: not an outcome (the suggestions topic and
+        the metrics have it already)."""
+        route = self.routes.get(event.conversation_id)
+        if route is not None:
+            await self._send(route.reply_topic, event)
+
     async def _publish_summary(self, summary: ConversationSummary) -> None:
         await self._send(self.catalog.summaries.name, summary)
 
-    async def _send(self, topic: str, event: Event) -> None:
-        await self.app.producer.send(topic, event.key, self.codec.encode(event), None, None, None)
+    async def _complete_summary(self, prompt: Prompt) -> str:
+        try:
+            summary = await self.model.complete(prompt)
+        except LlmError as exc:
+            self.health.failed(str(exc))
+            raise
+        self.health.succeeded()
+        return summary
+
+    # --- the LLM's state, told to the reps ----------------------------------------------------
+    async def _tell_llm_state(self, state: LlmState, reason: str) -> None:
+        for cid in self.coalescer.in_partitions(self._owned_partitions()):
+            await self._send_llm_status(cid)
+
+    async def _send_llm_status(self, conversation_id: str) -> None:
+        route = self.routes.get(conversation_id)
+        if route is None or not route.connected:
+            return
+        status = LlmStatus(
+            conversation_id=conversation_id,
+            worker_id=self.worker_id,
+            llm=self.health.state,
+            reason=self.health.reason,
+        )
+        await self._send(route.reply_topic, status)
+
+    async def _send(self, topic: str, event: Event) -> asyncio.Future[Any]:
+        """Hand `event` to the producer; the returned future resolves once the broker has it."""
+        stored = await self.app.producer.send(
+            topic, event.key, self.codec.encode(event), None, None, None
+        )
+        # Faust types it as an awaitable; aiokafka's driver returns its delivery future.
+        return cast("asyncio.Future[Any]", stored)
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """Faust configured for latency: nothing waits for a batch, a commit or a timer."""
     return {
         "id": f"{settings.topic_prefix}-worker",
+        # Names this worker in the group's member list (`groups describe`).
+        "broker_client_id": f"teleprompter-{worker_id(settings)}",
         # Faust's aiokafka driver with its consumer waits fixed: see streams/transport.py.
         "broker": f"tpkafka://{settings.bootstrap_servers}",
         "store": "memory://",
@@ -318,17 +518,28 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "producer_linger": 0.0,
         "producer_acks": 1,
         "consumer_auto_offset_reset": "earliest",
-        "broker_commit_interval": 1.0,
+        # At least once: a crash re-reads what was consumed since the last commit, and the
+        # coalescer and suggester skip what they had taken (docs/reliability.md).
+        "broker_commit_interval": settings.worker_commit_interval_s,
         # After a rebalance, streams resume at once; the default waits 3 s for more members.
         "stream_recovery_delay": 0.0,
         "stream_wait_empty": False,
-        # A dead worker's conversations move to another within seconds, not a minute.
-        "broker_session_timeout": 10.0,
-        "broker_heartbeat_interval": 1.0,
+        # A dead worker's conversations move to another within seconds, not a minute: the
+        # session timeout is the failure detector (docs/reliability.md has the trade-off).
+        "broker_session_timeout": settings.worker_session_timeout_s,
+        "broker_heartbeat_interval": settings.worker_session_timeout_s / 4,
         "broker_rebalance_timeout": 20.0,
+        # Static membership: a restarted worker takes its partitions back at once, no rebalance.
+        "consumer_group_instance_id": settings.worker_instance_id,
+        "stream_processing_timeout": settings.worker_stall_timeout_s,
         "web_enabled": False,
         "table_cleanup_interval": 60.0,
     }
+
+
+def worker_id(settings: Settings) -> str:
+    """This worker's name: its static member id, else host and process id."""
+    return settings.worker_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _now_ms() -> float:

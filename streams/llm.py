@@ -148,6 +148,18 @@ class SuggestionModel:
             )
         return (completion.choices[0].message.content or "").strip()
 
+    async def probe(self) -> None:
+        """A one-token completion; raises `LlmError` unless the endpoint answers it."""
+        try:
+            await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": "ping"}],
+                max_tokens=1,
+                extra_headers=_headers("probe"),
+            )
+        except openai.OpenAIError as exc:
+            raise self._wrap(exc) from exc
+
     async def close(self) -> None:
         await self._client.close()
 

@@ -12,11 +12,21 @@ from typing import Any, Final
 
 from schemas.events import SuggestionEvent, SuggestionKind, Turn, now_ms
 from streams.admission import AdmissionGate, AdmissionRefusedError
+from streams.ledger import OpenTurn, TurnLedger
+from streams.llm import LlmError
+from streams.llm_health import LlmHealth
+from streams.speculation import Speculation, Speculator
 
 logger = logging.getLogger(__name__)
 
 Compose = Callable[[Turn], AsyncIterator[str]]
 Publish = Callable[[SuggestionEvent], Coroutine[Any, Any, None]]
+
+# An open turn a crashed worker left behind is answered again if it is younger than this;
+# an older one is only cancelled: by then the customer has moved on, and a late answer distracts.
+RECOVERY_ANSWER_WINDOW_S: Final = 10.0
+# Suffix of the id under which a recovered turn is answered again (its old id has ended).
+RETRY_SUFFIX: Final = "-r"
 
 # Trace stages in pipeline order; timings are the gaps between consecutive stages present.
 STAGES: Final = (
@@ -50,86 +60,263 @@ class _InFlight:
 
 
 class SuggestionStreamer:
-    """Owns every in-flight suggestion of this worker.
+    """Owns every in-flight suggestion of this worker; every suggestion it starts ends.
 
     `submit` never waits for the LLM: each suggestion streams in its own task, so one slow
     stream never delays another conversation. New customer speech for a conversation cancels its
-    in-flight suggestion (`cancelled`) and starts a new one with the combined text.
+    in-flight suggestion (`cancelled`, reason `superseded`) and starts a new one with the
+    combined text. An LLM error ends it as `failed` with the error's kind as `reason`.
+
+    With a `ledger`, a turn is answered at most once (one delivered again is skipped), and the
+    open turn is durable, so that after a crash the partition's next owner ends it (`recover`).
+
+    `resume` (the conversation moved to a new session) re-sends what that session may have
+    missed through `redeliver` (to the client only; `publish` by default): the in-flight
+    suggestion's text so far, or, when none is in flight, how the last one ended, since a
+    suggestion can end in the gap between the old socket closing and the new one opening.
+    Neither is a new outcome: the turn's one outcome was published (and recorded) already.
+
+    With a `speculator`, a turn whose prompt a speculation was already answering takes that
+    stream (and its LLM slot) instead of asking the LLM again: streams/speculation.py.
     """
 
-    def __init__(self, *, gate: AdmissionGate, compose: Compose, publish: Publish) -> None:
+    def __init__(
+        self,
+        *,
+        gate: AdmissionGate,
+        compose: Compose,
+        publish: Publish,
+        redeliver: Publish | None = None,
+        ledger: TurnLedger | None = None,
+        health: LlmHealth | None = None,
+        answer_window_s: float = RECOVERY_ANSWER_WINDOW_S,
+        speculator: Speculator | None = None,
+    ) -> None:
         self._gate = gate
+        self._speculator = speculator
         self._compose = compose
         self._publish = publish
+        self._redeliver = redeliver or publish
+        self._ledger = ledger
+        self._health = health
+        self._answer_window_s = answer_window_s
         self._in_flight: dict[str, _InFlight] = {}
+        # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
+        self._taking: set[str] = set()
+        # conversation -> how its last suggestion ended, as a reconnecting client is told it;
+        # in memory only: a reconnect is answered by the worker that saw the end.
+        self._last_endings: dict[str, tuple[SuggestionEvent, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._in_flight)
 
-    def submit(self, turn: Turn) -> None:
-        """Start streaming a suggestion for `turn`, superseding the conversation's current one."""
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._in_flight
+
+    def conversations(self) -> list[str]:
+        """Conversations with a suggestion in flight here."""
+        return list(self._in_flight)
+
+    async def submit(self, turn: Turn, *, partition: int = 0, offset: int | None = None) -> bool:
+        """Start streaming a suggestion for `turn`, superseding the conversation's current one.
+
+        Returns False (and does nothing) for a turn the ledger has seen before. Never waits for
+        the LLM; a superseded suggestion's `cancelled` is sent before the new turn is taken.
+        """
+        if self._ledger is not None and not self._ledger.is_new(turn, offset=offset):
+            logger.info(
+                "turn %s of %s was taken before: skipped", turn.turn_id, turn.conversation_id
+            )
+            return False
         turn.stamp("suggest_in")
-        previous = self._in_flight.pop(turn.conversation_id, None)
-        if previous is not None:
-            previous.task.cancel()
-            self._spawn_publish(self._event(previous, kind="cancelled", reason="superseded"))
-            turn = replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
+        self._taking.add(turn.conversation_id)
+        try:
+            turn = await self._end_current(turn)
+        finally:
+            self._taking.discard(turn.conversation_id)
+        # The new suggestion is what a reconnecting client needs now.
+        self._last_endings.pop(turn.conversation_id, None)
+        if self._ledger is not None:
+            self._ledger.open(turn, partition=partition, opened_ms=now_ms(), offset=offset)
         task = asyncio.get_running_loop().create_task(
             self._stream(turn), name=f"suggest-{turn.conversation_id}"
         )
         self._in_flight[turn.conversation_id] = _InFlight(turn=turn, task=task)
+        return True
+
+    async def _end_current(self, turn: Turn) -> Turn:
+        """End the conversation's current turn, if any; returns `turn` with its text added."""
+        previous = self._in_flight.pop(turn.conversation_id, None)
+        if previous is not None:
+            previous.task.cancel()
+            await self._finish(previous, kind="cancelled", reason="superseded")
+            return replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
+        if (orphan := self._orphan(turn.conversation_id)) is not None:
+            # A lost worker's open turn, met before the take-over scan: it ends here, and its
+            # unanswered text is answered with the new.
+            await self._publish(self._event(orphan.turn, kind="cancelled", reason="worker_lost"))
+            self._close(orphan.turn)
+            return replace(turn, text=f"{orphan.turn.text} {turn.text}".strip())
+        return turn
+
+    async def recover(self, orphan: OpenTurn) -> None:
+        """End a turn a lost worker left open: cancel it, and answer it again if it is recent."""
+        turn = orphan.turn
+        cid = turn.conversation_id
+        if cid in self._in_flight or cid in self._taking:
+            return  # this worker is answering the conversation already
+        await self._publish(self._event(turn, kind="cancelled", reason="worker_lost"))
+        self._close(turn)
+        age_s = (now_ms() - orphan.opened_ms) / 1000.0
+        if age_s > self._answer_window_s:
+            logger.info(
+                "turn %s of %s lost %.0f s ago: cancelled",
+                turn.turn_id,
+                turn.conversation_id,
+                age_s,
+            )
+            return
+        logger.info(
+            "turn %s of %s lost %.1f s ago: answering it again",
+            turn.turn_id,
+            turn.conversation_id,
+            age_s,
+        )
+        retry = replace(turn, turn_id=f"{turn.turn_id}{RETRY_SUFFIX}", trace=dict(turn.trace))
+        await self.submit(retry, partition=orphan.partition)
 
     async def resume(self, conversation_id: str) -> None:
-        """Re-send the in-flight suggestion's text so far (its route changed)."""
+        """Re-send the in-flight suggestion's text so far, or how the last one ended (its
+        route changed)."""
         flight = self._in_flight.get(conversation_id)
-        if flight is not None and flight.seq > 0:
-            await self._publish(self._event(flight, kind="delta", text=flight.text))
+        if flight is not None:
+            if flight.seq > 0:
+                await self._redeliver(self._event(flight, kind="delta", text=flight.text))
+            return
+        for event in self._last_endings.get(conversation_id, ()):
+            await self._redeliver(event)
+
+    async def end(self, conversation_id: str) -> None:
+        """The conversation ended: its in-flight suggestion is cancelled (`conversation_ended`)."""
+        self._last_endings.pop(conversation_id, None)
+        flight = self._in_flight.pop(conversation_id, None)
+        if flight is not None:
+            flight.task.cancel()
+            await self._publish(self._event(flight, kind="cancelled", reason="conversation_ended"))
+            self._close(flight.turn)
 
     def forget(self, conversation_id: str) -> None:
-        """The conversation ended: stop its suggestion without a word to anyone."""
+        """Stop the conversation's suggestion without a word: another worker takes it over
+        (its turn stays open in the ledger, and that worker ends it)."""
+        self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.task.cancel()
 
     async def close(self) -> None:
+        """Stop every stream; their turns stay open in the ledger for the next owner."""
         tasks = [flight.task for flight in self._in_flight.values()]
         self._in_flight.clear()
+        self._last_endings.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _orphan(self, conversation_id: str) -> OpenTurn | None:
+        return None if self._ledger is None else self._ledger.open_turn(conversation_id)
+
     async def _stream(self, turn: Turn) -> None:
         cid = turn.conversation_id
+        speculation = self._speculator.claim(turn) if self._speculator is not None else None
         try:
-            async with self._gate.slot():
+            async with self._llm_slot(speculation):
                 flight = self._in_flight.get(cid)
                 if flight is None or flight.turn.turn_id != turn.turn_id:
                     return
-                turn.stamp("llm_request")
-                async for fragment in self._compose(turn):
+                async for fragment in self._fragments(turn, speculation):
                     if not fragment:
                         continue
                     if flight.seq == 0:
-                        turn.stamp("llm_first_token")
+                        # An adopted speculation's first token may predate the turn: kept as is.
+                        turn.trace.setdefault("llm_first_token", now_ms())
+                        if self._health is not None:
+                            self._health.succeeded()
                     flight.seq += 1
                     flight.text += fragment
                     await self._publish(self._event(flight, kind="delta", text=fragment))
                 turn.stamp("llm_done")
-                await self._publish(self._event(flight, kind="complete", text=flight.text.strip()))
+                await self._finish(flight, kind="complete", text=flight.text.strip())
         except AdmissionRefusedError as exc:
             logger.info("throttled turn %s of %s: %s", turn.turn_id, cid, exc)
             await self._publish(self._event(turn, kind="throttled", reason=str(exc)))
+            self._close(turn)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except LlmError as exc:
             logger.warning("suggestion for turn %s of %s failed: %s", turn.turn_id, cid, exc)
-            failed = self._in_flight.get(cid)
-            if failed is not None and failed.turn.turn_id == turn.turn_id:
-                await self._publish(self._event(failed, kind="cancelled", reason=f"error: {exc}"))
+            if self._health is not None:
+                self._health.failed(str(exc))
+            await self._fail(turn, reason=f"llm_{exc.kind}")
+        except Exception:
+            logger.exception("suggestion for turn %s of %s failed", turn.turn_id, cid)
+            await self._fail(turn, reason="internal")
         finally:
             current = self._in_flight.get(cid)
             if current is not None and current.turn.turn_id == turn.turn_id:
                 del self._in_flight[cid]
+
+    @contextlib.asynccontextmanager
+    async def _llm_slot(self, speculation: Speculation | None) -> AsyncIterator[None]:
+        """A stream slot for the body: a new one, or the one the adopted speculation holds
+        (whose LLM stream is closed when the body ends, however it ends)."""
+        if speculation is None:
+            async with self._gate.slot():
+                yield
+            return
+        try:
+            yield
+        finally:
+            speculation.close()
+
+    def _fragments(self, turn: Turn, speculation: Speculation | None) -> AsyncIterator[str]:
+        if speculation is not None:
+            return speculation.adopt(turn)
+        turn.stamp("llm_request")
+        return self._compose(turn)
+
+    async def _fail(self, turn: Turn, *, reason: str) -> None:
+        failed = self._in_flight.get(turn.conversation_id)
+        if failed is not None and failed.turn.turn_id == turn.turn_id:
+            await self._finish(failed, kind="failed", reason=reason)
+
+    async def _finish(
+        self, flight: _InFlight, *, kind: SuggestionKind, text: str = "", reason: str = ""
+    ) -> None:
+        outcome = self._event(flight, kind=kind, text=text, reason=reason)
+        if kind != "cancelled":
+            self._keep_ending(flight, outcome)
+        # Published first, recorded second: a crash in between can only add a second outcome
+        # (worker_lost) to an ended turn, never leave one without any.
+        await self._publish(outcome)
+        self._close(flight.turn)
+
+    def _keep_ending(self, flight: _InFlight, outcome: SuggestionEvent) -> None:
+        """Keep how `flight` ended until the next turn, for a client that reconnects after it:
+        the whole text first (the delta a reconnecting client gets), then the outcome.
+
+        A superseded suggestion is not kept: the next one is already on its way. The copies
+        carry no trace or timings: they are not a second outcome, and nothing times them again.
+        """
+        replay = [outcome]
+        if flight.seq:
+            replay.insert(0, self._event(flight, kind="delta", text=flight.text))
+        self._last_endings[flight.turn.conversation_id] = tuple(
+            replace(event, trace={}, timings={}) for event in replay
+        )
+
+    def _close(self, turn: Turn) -> None:
+        if self._ledger is not None:
+            self._ledger.close(turn.conversation_id, turn.turn_id)
 
     def _event(
         self,
@@ -158,13 +345,3 @@ class SuggestionStreamer:
             trace=dict(turn.trace) if carries_trace else {},
             event_time_ms=int(now_ms()),
         )
-
-    def _spawn_publish(self, event: SuggestionEvent) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(event))
-        task.add_done_callback(_log_failure)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            logger.warning("publishing a suggestion event failed: %s", exc)

@@ -8,6 +8,7 @@ import faust
 
 from core.settings import Settings
 from streams.app import SuggestionPipeline
+from streams.membership import broker_session_floor_s, with_session_floor
 from streams.observability.metrics import WorkerMetrics
 from streams.observability.server import WorkerEndpoints
 
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 def run(settings: Settings) -> None:
     """Start the Faust worker; its own signal handlers stop it cleanly on SIGTERM or Ctrl-C."""
+    # Read once, before the worker's event loop exists: nothing here can block it.
+    settings = with_session_floor(settings, broker_session_floor_s(settings.bootstrap_servers))
     metrics = WorkerMetrics()
     pipeline = SuggestionPipeline(settings, metrics=metrics)
     endpoints = WorkerEndpoints.for_worker(

@@ -133,6 +133,11 @@ class LocalSystem:
         signer = TokenSigner(resolve_secret(self.resolved))
         return signer.issue(conversation_id, rep=rep, ttl_s=self.resolved.token_ttl_s)
 
+    def rep_key(self, rep: str) -> str:
+        """A rep key: signs `rep` in to the page, which can then start conversations."""
+        signer = TokenSigner(resolve_secret(self.resolved))
+        return signer.issue_rep_key(rep, ttl_s=self.resolved.token_ttl_s)
+
     def connect_query(self, conversation_id: str, *, rep: str | None = None) -> str:
         """The query string that opens the page or the WebSocket for one conversation."""
         return f"conversation_id={conversation_id}&token={self.token(conversation_id, rep=rep)}"
@@ -297,7 +302,17 @@ class LocalSystem:
             chosen = "worker_http_port" in self.settings.model_fields_set and s.worker_http_port
             port = s.worker_http_port + n if chosen else _free_port(s.worker_http_host)
             self._worker_ports[name] = port
-        await self._spawn(name, "worker", settings=s.model_copy(update={"worker_http_port": port}))
+        # Each worker a static group member of its own: restarted, it takes its partitions back.
+        instance = s.worker_instance_id or f"{s.topic_prefix}-{name}"
+        if s.worker_instance_id and s.workers > 1:
+            instance = f"{s.worker_instance_id}-{name}"
+        await self._spawn(
+            name,
+            "worker",
+            settings=s.model_copy(
+                update={"worker_http_port": port, "worker_instance_id": instance}
+            ),
+        )
 
     async def _spawn(self, name: str, command: str, *, settings: Settings | None = None) -> _Child:
         settings = settings or self.resolved

@@ -6,19 +6,20 @@ doing, and reads what comes back. A turn is attributed the way a rep would see i
 customer's final chunk (or end of speech) the first `suggestion_delta` with a turn id not seen
 before answers the oldest unanswered turn; a `throttled` or a `suggestion_cancelled` of an
 unseen turn id settles it likewise. A turn with no answer of any kind within `deadline_s` is
-lost. In audio mode speech recognition may cut one sentence into several turns, so a turn is
-only answered by a suggestion arriving after a final transcript that came after its end of
-speech; earlier ones answered a fragment and are counted as such. The system answers a
-conversation's turns in order, so this is exact as long as it
-drops none silently; one it does drop is still counted lost, though a later answer may then be
-timed against the dropped turn. All times are this process's monotonic clock (the event loop's).
+lost. Messages go through a `ResendingSocket`: kept until the gateway acks them, resent after
+a reconnect, and counted "sent, never acked" if neither happens by the end of the run (the
+bench's count of lost messages). In audio mode speech recognition may cut one sentence into
+several turns, so a turn is only answered by a suggestion arriving after a final transcript
+that came after its end of speech; earlier ones answered a fragment and are counted as such.
+The system answers a conversation's turns in order, so this is exact as long as it drops none
+silently; one it does drop is still counted lost, though a later answer may then be timed
+against the dropped turn. All times are this process's monotonic clock (the event loop's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from typing import Final, Literal, Protocol
 
 import aiohttp
 
+from teleprompter.bench.resending_socket import DeliveryCounts, ResendingSocket
 from teleprompter.bench.schedule import ConversationScript, Line, Schedule
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ CONNECT_TIMEOUT_S: Final = 30.0
 CONNECT_CONCURRENCY: Final = 64
 START_DELAY_S: Final = 0.5
 FRAME_S: Final = 0.1  # real-time audio: one 100 ms frame every 100 ms
-MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+# After the last answer, how long the run waits for acks of what is still unanswered.
+ACK_WAIT_S: Final = 10.0
 
 
 class AudioClips(Protocol):
@@ -84,6 +87,9 @@ class DriverResult:
     superseded_mid_stream: int  # suggestions cancelled after their first token (normal)
     fragment_suggestions: int  # audio: suggestions for part of a sentence, before its end
     measured_s: float  # from the first planned line to the last answer (or deadline)
+    delivery: DeliveryCounts = field(default_factory=DeliveryCounts)
+    unacked_messages: int = 0  # sent and never acked (nor refused): lost
+    unacked_audio_bytes: int = 0
 
 
 @dataclass(kw_only=True)
@@ -95,6 +101,9 @@ class _Shared:
     deltas: int = 0
     superseded: int = 0
     fragments: int = 0
+    delivery: DeliveryCounts = field(default_factory=DeliveryCounts)
+    unacked_messages: int = 0
+    unacked_audio_bytes: int = 0
 
 
 class RepScreen:
@@ -111,6 +120,7 @@ class RepScreen:
         shared: _Shared,
         audio: AudioClips | None = None,
         deadline_s: float = 10.0,
+        ack_wait_s: float = ACK_WAIT_S,
     ) -> None:
         self.script = script
         self.conversation_id = conversation_id
@@ -120,55 +130,44 @@ class RepScreen:
             if line.turn_key is not None
         ]
         self._by_key = {turn.key: turn for turn in self.turns}
-        self._url = f"{ws_url}?conversation_id={conversation_id}&token={token}"
-        self._http = http
+        self._link = ResendingSocket(
+            http=http,
+            urls=[f"{ws_url}?conversation_id={conversation_id}&token={token}"],
+            on_message=self._on_message,
+            on_close=self._on_close,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+        )
+        self._connected = False
         self._shared = shared
         self._audio = audio
         self._deadline_s = deadline_s
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._ack_wait_s = ack_wait_s
         self._pending: deque[TurnResult] = deque()
         self._seen: set[str] = set()
         self._by_turn_id: dict[str, TurnResult] = {}
         self._incomplete: dict[str, TurnResult] = {}  # answered, suggestion_complete not yet
         self._settled = asyncio.Event()
-        self._closed_by_us = False
         self._heard_at: float | None = None  # the last final customer transcript (audio mode)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def connect(self) -> bool:
         """Open the socket and wait for `ready`; False (counted as an error) if it fails."""
-        try:
-            ws = await self._http.ws_connect(
-                self._url,
-                autoping=True,
-                heartbeat=None,
-                max_msg_size=MAX_MESSAGE_BYTES,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-            )
-            first = await ws.receive(timeout=CONNECT_TIMEOUT_S)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._shared.errors[f"connect: {type(exc).__name__}"] += 1
-            logger.warning("%s: cannot connect: %s", self.conversation_id, exc)
-            return False
-        if first.type != aiohttp.WSMsgType.TEXT or json.loads(first.data).get("type") != "ready":
+        self._connected = await self._link.connect()
+        if not self._connected:
             self._shared.errors["connect: no ready message"] += 1
-            await ws.close()
-            return False
-        self._ws = ws
-        self._reader = asyncio.create_task(self._read(ws), name=f"read-{self.conversation_id}")
-        return True
+            logger.warning("%s: cannot connect", self.conversation_id)
+        return self._connected
 
     async def play(self, t0: float) -> None:
         """Send every line of the script at its time after `t0` (loop time)."""
-        if self._ws is None:
+        if not self._connected:
             return
         if self._audio is None:
-            await self._play_transcript(self._ws, t0)
+            await self._play_transcript(t0)
         else:
             await asyncio.gather(
-                self._play_audio(self._ws, t0, self._audio),
-                self._play_rep_lines(self._ws, t0),
+                self._play_audio(t0, self._audio),
+                self._play_rep_lines(t0),
             )
 
     async def settle(self) -> None:
@@ -177,7 +176,7 @@ class RepScreen:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            gone = self._ws is None or self._ws.closed
+            gone = not self._connected or self._link.finished
             while self._pending and (gone or _since(self._pending[0].sent_at) >= self._deadline_s):
                 self._pending.popleft().outcome = "lost"
             for turn_id, turn in list(self._incomplete.items()):
@@ -198,24 +197,30 @@ class RepScreen:
         await self.close()
 
     async def close(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None and not ws.closed:
-            self._closed_by_us = True
-            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                await ws.send_str('{"type": "end"}')
-            await ws.close()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._connected and not self._link.finished:
+            await self._link.send_json({"type": "end"})
+            await self._link.wait_settled(self._ack_wait_s)
+        await self._link.close()
+        if not self._connected:
+            return
+        self._connected = False  # counted once, however often close() is called
+        self._shared.delivery.add(self._link.counts)
+        self._shared.unacked_messages += self._link.unacked_messages
+        self._shared.unacked_audio_bytes += self._link.unacked_audio_bytes
 
     # --- sending --------------------------------------------------------------------------
-    async def _play_transcript(self, ws: aiohttp.ClientWebSocketResponse, t0: float) -> None:
-        sends: list[tuple[float, Line, str, bool]] = []
+    async def _play_transcript(self, t0: float) -> None:
+        # (when, line, text, final, whether it ends the line)
+        sends: list[tuple[float, Line, str, bool, bool]] = []
         for line in self.script.lines:
-            sends += [(at, line, text, False) for at, text in line.partials]
-            sends.append((line.end_s, line, line.text, True))
+            sends += [(at, line, text, False, False) for at, text in line.partials]
+            finals = line.final_chunks
+            sends += [
+                (at, line, text, True, n == len(finals) - 1) for n, (at, text) in enumerate(finals)
+            ]
         sends.sort(key=lambda item: item[0])
-        for at, line, text, final in sends:
-            if not await self._wait_until(t0 + at, ws):
+        for at, line, text, final, ends_line in sends:
+            if not await self._wait_until(t0 + at):
                 return
             message = {
                 "type": "transcript_chunk",
@@ -223,26 +228,24 @@ class RepScreen:
                 "speaker": line.speaker,
                 "final": final,
             }
-            turn = self._by_key.get(line.turn_key or "") if final else None
-            await self._send(ws, json.dumps(message), turn=turn, planned=t0 + at)
+            turn = self._by_key.get(line.turn_key or "") if ends_line else None
+            await self._send(message, turn=turn, planned=t0 + at)
 
-    async def _play_rep_lines(self, ws: aiohttp.ClientWebSocketResponse, t0: float) -> None:
+    async def _play_rep_lines(self, t0: float) -> None:
         for line in self.script.lines:
             if line.speaker != "rep":
                 continue
-            if not await self._wait_until(t0 + line.end_s, ws):
+            if not await self._wait_until(t0 + line.end_s):
                 return
             message = {"type": "transcript_chunk", "text": line.text, "speaker": "rep"}
-            await self._send(ws, json.dumps(message), turn=None, planned=t0 + line.end_s)
+            await self._send(message, turn=None, planned=t0 + line.end_s)
 
-    async def _play_audio(
-        self, ws: aiohttp.ClientWebSocketResponse, t0: float, clips: AudioClips
-    ) -> None:
+    async def _play_audio(self, t0: float, clips: AudioClips) -> None:
         """A continuous real-time stream: speech during customer lines, silence between."""
         rate = clips.sample_rate
         frame_bytes = int(rate * FRAME_S) * 2
         silence = bytes(frame_bytes)
-        await self._send(ws, json.dumps({"type": "audio_config", "sample_rate": rate}), None, t0)
+        await self._send({"type": "audio_config", "sample_rate": rate}, turn=None, planned=t0)
         customer = [line for line in self.script.lines if line.speaker == "customer"]
         end_s = max(
             (line.start_s + len(clips.pcm(line.text)) / (2 * rate) for line in customer),
@@ -258,9 +261,9 @@ class RepScreen:
             if line_index < len(customer) and customer[line_index].start_s <= at:
                 line = customer[line_index]
                 data, turn = self._speech_frame(line, at, frame_bytes, clips)
-            if not await self._wait_until(t0 + at, ws):
+            if not await self._wait_until(t0 + at):
                 return
-            await self._send(ws, data, turn=turn, planned=t0 + at, record_lag=frame % 10 == 0)
+            await self._send(data, turn=turn, planned=t0 + at, record_lag=frame % 10 == 0)
             frame += 1
 
     def _speech_frame(
@@ -275,16 +278,16 @@ class RepScreen:
         is_last = at < speech_end <= at + FRAME_S
         return data, (self._by_key.get(line.turn_key or "") if is_last else None)
 
-    async def _wait_until(self, when: float, ws: aiohttp.ClientWebSocketResponse) -> bool:
+    async def _wait_until(self, when: float) -> bool:
+        """Sleep until `when` (the script's clock); False once the link is gone for good."""
         delay = when - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
-        return not ws.closed
+        return not self._link.finished
 
     async def _send(
         self,
-        ws: aiohttp.ClientWebSocketResponse,
-        data: str | bytes,
+        data: Mapping[str, object] | bytes,
         turn: TurnResult | None,
         planned: float,
         *,
@@ -296,27 +299,16 @@ class RepScreen:
         if turn is not None:
             turn.sent_at = now
             self._pending.append(turn)
-        try:
-            if isinstance(data, bytes):
-                await ws.send_bytes(data)
-            else:
-                await ws.send_str(data)
-        except (ConnectionError, aiohttp.ClientError) as exc:
-            self._shared.errors[f"send: {type(exc).__name__}"] += 1
+        # While reconnecting the link keeps it and resends it on the next session.
+        if isinstance(data, bytes):
+            await self._link.send_audio(data)
+        else:
+            await self._link.send_json(dict(data))
 
     # --- receiving ------------------------------------------------------------------------
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async for frame in ws:
-                if frame.type == aiohttp.WSMsgType.TEXT:
-                    self._on_message(json.loads(frame.data), loop.time())
-        except Exception as exc:  # one broken connection must not stop the run
-            self._shared.errors[f"read: {type(exc).__name__}"] += 1
-        finally:
-            if not self._closed_by_us:
-                self._shared.errors[f"closed by server: {ws.close_code}"] += 1
-            self._settled.set()
+    def _on_close(self, code: int | None) -> None:
+        self._shared.errors[f"closed by server: {code}"] += 1
+        self._settled.set()
 
     def _on_message(self, message: dict[str, object], at: float) -> None:
         kind = message.get("type")
@@ -348,6 +340,7 @@ class RepScreen:
                 self._heard_at = at
         elif kind == "error":
             self._shared.errors[f"server error: {message.get('code')}"] += 1
+            self._settled.set()
 
     def _answer(self, turn_id: str, at: float) -> None:
         turn = self._settle_oldest(turn_id, "answered")
@@ -397,6 +390,7 @@ async def drive(
     run_tag: str,
     audio: AudioClips | None = None,
     deadline_s: float = 10.0,
+    ack_wait_s: float = ACK_WAIT_S,
     on_start: Callable[[], None] | None = None,
 ) -> DriverResult:
     """Connect every conversation, play the schedule open-loop, wait for the answers."""
@@ -417,6 +411,7 @@ async def drive(
                     shared=shared,
                     audio=audio,
                     deadline_s=deadline_s,
+                    ack_wait_s=ack_wait_s,
                 )
             )
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
@@ -437,6 +432,8 @@ async def drive(
             await asyncio.gather(*(s.close() for s in screens), return_exceptions=True)
         measured_s = loop.time() - t0
     turns = [turn for screen in screens for turn in screen.turns]
+    if shared.unacked_messages:
+        shared.errors["sent, never acked"] += shared.unacked_messages
     return DriverResult(
         turns=turns,
         send_lags_ms=shared.send_lags_ms,
@@ -445,4 +442,7 @@ async def drive(
         superseded_mid_stream=shared.superseded,
         fragment_suggestions=shared.fragments,
         measured_s=measured_s,
+        delivery=shared.delivery,
+        unacked_messages=shared.unacked_messages,
+        unacked_audio_bytes=shared.unacked_audio_bytes,
     )

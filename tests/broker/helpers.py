@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -57,6 +59,31 @@ def create_topic(
 
     wait_for(visible, what=f"topic {name} to be visible")
     return name
+
+
+def raw_call(bootstrap_servers: str, request: Any, *, correlation_id: int = 42) -> Any:
+    """Send one aiokafka request struct on a new connection; its decoded response."""
+    host, port = bootstrap_servers.split(",", maxsplit=1)[0].rsplit(":", 1)
+    header = struct.pack(">hhih", request.API_KEY, request.API_VERSION, correlation_id, 4) + b"test"
+    if request.FLEXIBLE_VERSION:
+        header += b"\x00"  # no header tags
+    body = request.encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        size = struct.unpack(">i", _exactly(sock, 4))[0]
+        reply = _exactly(sock, size)
+    assert struct.unpack_from(">i", reply)[0] == correlation_id
+    skip = 5 if request.FLEXIBLE_VERSION else 4  # response header v1 carries (empty) tags
+    return request.RESPONSE_TYPE.decode(reply[skip:])
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
 
 
 class BrokerProcess:

@@ -227,10 +227,19 @@ async def test_aiokafka_group_rebalances_without_loss_or_committed_duplicates(
 # --- the coordinator alone ------------------------------------------------------------------
 
 
-async def _join(coordinator: GroupCoordinator, member_id: str = "", **overrides: int) -> JoinResult:
+async def _join(
+    coordinator: GroupCoordinator,
+    member_id: str = "",
+    instance: str | None = None,
+    *,
+    require_known_member_id: bool = False,
+    **overrides: int,
+) -> JoinResult:
     return await coordinator.join(
         group_id="g",
         member_id=member_id,
+        group_instance_id=instance,
+        require_known_member_id=require_known_member_id,
         client_id="unit",
         client_host="127.0.0.1",
         session_timeout_ms=overrides.get("session_timeout_ms", 10_000),
@@ -291,7 +300,7 @@ async def test_a_new_member_starts_a_rebalance_that_waits_for_the_others(tmp_pat
 
         assert rejoined.generation == second.generation == first.generation + 1
         assert rejoined.leader_id == first.member_id
-        assert {m for m, _ in rejoined.members} == {first.member_id, second.member_id}
+        assert {m for m, _, _ in rejoined.members} == {first.member_id, second.member_id}
         assert second.members == []
         assert (
             coordinator.check_commit(
@@ -299,5 +308,81 @@ async def test_a_new_member_starts_a_rebalance_that_waits_for_the_others(tmp_pat
             )
             == ErrorCode.REBALANCE_IN_PROGRESS
         )
+    finally:
+        await coordinator.stop()
+
+
+async def test_a_restarted_static_member_fences_its_old_id_and_keeps_its_assignment(
+    tmp_path: Path,
+) -> None:
+    coordinator = GroupCoordinator(offsets=OffsetStore(tmp_path))
+    coordinator.start()
+    try:
+        old = await _join(coordinator, instance="worker-a")
+        assert await coordinator.sync(
+            group_id="g",
+            generation=old.generation,
+            member_id=old.member_id,
+            group_instance_id="worker-a",
+            assignments={old.member_id: b"partitions of a"},
+        ) == (ErrorCode.NONE, b"partitions of a")
+
+        new = await _join(coordinator, instance="worker-a")  # restarted: no member id yet
+
+        assert new.error == ErrorCode.NONE
+        assert new.generation == old.generation  # no rebalance
+        assert new.member_id != old.member_id
+        assert new.leader_id == old.member_id  # the old id: the new member does not reassign
+        assert coordinator.describe("g").state == "Stable"
+        assert await coordinator.sync(
+            group_id="g",
+            generation=new.generation,
+            member_id=new.member_id,
+            group_instance_id="worker-a",
+            assignments={},
+        ) == (ErrorCode.NONE, b"partitions of a")
+        assert (
+            coordinator.heartbeat(
+                group_id="g",
+                generation=old.generation,
+                member_id=old.member_id,
+                group_instance_id="worker-a",
+            )
+            == ErrorCode.FENCED_INSTANCE_ID
+        )
+        assert (await _join(coordinator, old.member_id, "worker-a")).error == (
+            ErrorCode.FENCED_INSTANCE_ID
+        )
+    finally:
+        await coordinator.stop()
+
+
+async def test_a_static_member_that_stays_away_past_its_session_timeout_is_removed(
+    tmp_path: Path,
+) -> None:
+    coordinator = GroupCoordinator(offsets=OffsetStore(tmp_path))
+    coordinator.start()
+    try:
+        joined = await _join(coordinator, instance="worker-a", session_timeout_ms=300)
+        await coordinator.sync(
+            group_id="g", generation=joined.generation, member_id=joined.member_id, assignments={}
+        )
+        await wait_until(lambda: coordinator.describe("g").state == "Empty", what="expiry")
+        assert coordinator.leave(group_id="g", member_id="", group_instance_id="worker-a") == (
+            ErrorCode.UNKNOWN_MEMBER_ID
+        )
+    finally:
+        await coordinator.stop()
+
+
+async def test_join_group_v4_gives_a_new_dynamic_member_its_id_first(tmp_path: Path) -> None:
+    coordinator = GroupCoordinator(offsets=OffsetStore(tmp_path))
+    coordinator.start()
+    try:
+        first = await _join(coordinator, require_known_member_id=True)
+        assert first.error == ErrorCode.MEMBER_ID_REQUIRED
+        assert first.member_id
+        joined = await _join(coordinator, first.member_id, require_known_member_id=True)
+        assert (joined.error, joined.member_id) == (ErrorCode.NONE, first.member_id)
     finally:
         await coordinator.stop()

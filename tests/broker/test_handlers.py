@@ -6,16 +6,16 @@ reset); offsets by timestamp; and the errors refused requests come back with.
 
 from __future__ import annotations
 
-import socket
-import struct
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource as AioConfigResource
 from aiokafka.admin.config_resource import ConfigResourceType
-from aiokafka.protocol.produce import ProduceRequest_v3, ProduceResponse_v3
+from aiokafka.protocol.produce import ProduceRequest_v3
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import (
@@ -38,11 +38,12 @@ from confluent_kafka.admin import (
 )
 
 from broker import BrokerThread
-from broker.protocol import OffsetDeleteRequestV0, OffsetDeleteResponseV0
-from tests.broker.helpers import CONFLUENT_GROUP_SETTINGS, create_topic, wait_for
+from broker.layouts import OFFSET_DELETE_V0
+from tests.broker.helpers import CONFLUENT_GROUP_SETTINGS, create_topic, raw_call, wait_for
 
 CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
+NOT_LEADER_OR_FOLLOWER = 6
 MESSAGE_TOO_LARGE = 10
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
@@ -82,11 +83,14 @@ def test_corrupt_or_oversized_batches_are_refused_per_partition(
         [(topic, [(0, bytes(corrupt)), (1, _batch(b"x" * 5000)), (2, _batch(b"fine"))])],
     )
 
-    response = _call(bootstrap_servers, 0, 3, request.encode(), ProduceResponse_v3)
-
-    (answered_topic, partitions) = response.topics[0]
-    assert answered_topic == topic
-    errors = {partition: error for partition, error, *_ in partitions}
+    errors = {}
+    deadline = time.monotonic() + 20
+    # A fresh topic's partitions may not lead yet on Apache Kafka (NOT_LEADER_OR_FOLLOWER,
+    # which clients retry): send again until every partition has its own answer.
+    while not errors or (NOT_LEADER_OR_FOLLOWER in errors.values() and time.monotonic() < deadline):
+        (answered_topic, partitions) = raw_call(bootstrap_servers, request).topics[0]
+        assert answered_topic == topic
+        errors = {partition: error for partition, error, *_ in partitions}
     assert errors == {0: CORRUPT_MESSAGE, 1: MESSAGE_TOO_LARGE, 2: 0}
 
 
@@ -100,7 +104,11 @@ def test_confluent_admin_manages_topics(bootstrap_servers: str, unique_name: str
     )
     admin.create_topics([new])[unique_name].result(20)
 
-    assert len(admin.list_topics(unique_name, timeout=10).topics[unique_name].partitions) == 2
+    # Apache Kafka's metadata shows a new topic a moment after CreateTopics answers.
+    wait_for(
+        lambda: len(admin.list_topics(unique_name, timeout=10).topics[unique_name].partitions) == 2,
+        what="2 partitions",
+    )
     resource = ConfigResource(ResourceType.TOPIC, unique_name)
     configs = admin.describe_configs([resource])[resource].result(20)
     assert configs["retention.ms"].value == "3600000"
@@ -142,10 +150,8 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
         )
         assert bad.topic_errors[0][1] == INVALID_CONFIG
 
-        assert unique_name in await admin.list_topics()
-        (described,) = await admin.describe_topics([unique_name])
-        assert described["error_code"] == 0
-        assert len(described["partitions"]) == 3
+        # Apache Kafka's metadata follows CreateTopics and CreatePartitions a moment later.
+        await _eventually(lambda: _partition_count(admin, unique_name), 3)
 
         (response,) = await admin.describe_configs(
             [AioConfigResource(ConfigResourceType.TOPIC, unique_name)]
@@ -157,23 +163,42 @@ async def test_aiokafka_admin_manages_topics(bootstrap_servers: str, unique_name
             [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": "1000"})]
         )
         assert altered.resources[0][0] == 0
-        (response,) = await admin.describe_configs(
-            [AioConfigResource(ConfigResourceType.TOPIC, unique_name, {"retention.ms": None})]
-        )
-        assert [(e[0], e[1]) for e in response.resources[0][4]] == [("retention.ms", "1000")]
+        await _eventually(lambda: _retention_ms(admin, unique_name), [("retention.ms", "1000")])
 
         grown = await admin.create_partitions({unique_name: NewPartitions(4)})
         assert grown.topic_errors[0][1] == 0
-        (described,) = await admin.describe_topics([unique_name])
-        assert len(described["partitions"]) == 4
+        await _eventually(lambda: _partition_count(admin, unique_name), 4)
 
         deleted = await admin.delete_topics([unique_name, unique_name + "-missing"])
         assert sorted(deleted.topic_error_codes) == sorted(
             [(unique_name, 0), (unique_name + "-missing", UNKNOWN_TOPIC_OR_PARTITION)]
         )
-        assert unique_name not in await admin.list_topics()
+        await _eventually(lambda: _is_listed(admin, unique_name), False)
     finally:
         await admin.close()
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    (described,) = await admin.describe_topics([topic])
+    return len(described["partitions"]) if described["error_code"] == 0 else -1
+
+
+async def _retention_ms(admin: AIOKafkaAdminClient, topic: str) -> list[tuple[str, str]]:
+    (response,) = await admin.describe_configs(
+        [AioConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+    )
+    return [(e[0], e[1]) for e in response.resources[0][4]]
+
+
+async def _is_listed(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic in await admin.list_topics()
+
+
+async def _eventually(probe: Callable[[], Awaitable[object]], expected: object) -> None:
+    deadline = time.monotonic() + 20
+    while (found := await probe()) != expected:
+        assert time.monotonic() < deadline, f"still {found!r}, expected {expected!r}"
+        await asyncio.sleep(0.05)  # metadata offers no event to wait on
 
 
 # --- offsets by timestamp -----------------------------------------------------------------------
@@ -380,32 +405,10 @@ def test_offset_delete_removes_offsets_of_unsubscribed_topics(
     committer.commit(offsets=[ConfluentPartition(topic, 0, 7)], asynchronous=False)
     committer.close()
 
-    request = OffsetDeleteRequestV0(unique_name, [(topic, [(0,)])])
-    response = _call(bootstrap_servers, 47, 0, request.encode(), OffsetDeleteResponseV0)
+    request = OFFSET_DELETE_V0(unique_name, [(topic, [(0,)])])
+    response = raw_call(bootstrap_servers, request)
 
     assert response.error_code == 0
     assert response.topics == [(topic, [(0, 0)])]
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     assert _group_offsets(admin, unique_name) == {}
-
-
-def _call(
-    bootstrap_servers: str, api_key: int, version: int, body: bytes, response: type
-) -> object:
-    host, port = bootstrap_servers.split(",", maxsplit=1)[0].rsplit(":", 1)
-    header = struct.pack(">hhih", api_key, version, 42, 4) + b"test"
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
-        size = struct.unpack(">i", _exactly(sock, 4))[0]
-        reply = _exactly(sock, size)
-    assert struct.unpack_from(">i", reply)[0] == 42
-    return response.decode(reply[4:])
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data

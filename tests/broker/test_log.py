@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from broker.errors import ErrorCode
 from broker.log import LogConfig, PartitionLog
 from broker.records import read_header
 
@@ -30,7 +31,9 @@ def batch(*values: bytes, timestamp_ms: int = 1_000, producer: tuple[int, int] =
 
 
 def append(log: PartitionLog, data: bytes) -> int:
-    return log.append([(data, read_header(data))])
+    appended = log.append(data, read_header(data))
+    assert appended.error == ErrorCode.NONE, appended.error.name
+    return appended.base_offset
 
 
 def values(data: bytes) -> list[tuple[int, bytes | None]]:

@@ -24,6 +24,7 @@ from core.settings import Settings
 from core.tokens import TokenSigner
 from gateway.app import GATEWAY_KEY, Gateway, create_app
 from gateway.metrics import GatewayMetrics
+from gateway.server import create_runner
 from schemas.codec import default_codec
 from schemas.events import Event
 
@@ -92,20 +93,38 @@ class RunningGateway:
     def token(self, conversation_id: str, *, ttl_s: float = 300.0) -> str:
         return self.signer.issue(conversation_id, rep="tester", ttl_s=ttl_s)
 
-    def ws_url(self, conversation_id: str | None, *, token: str | None = None) -> str:
+    def ws_url(
+        self,
+        conversation_id: str | None,
+        *,
+        token: str | None = None,
+        client_id: str | None = None,
+    ) -> str:
         query = []
         if conversation_id is not None:
             query.append(f"conversation_id={conversation_id}")
         if token is not None:
             query.append(f"token={token}")
+        if client_id is not None:
+            query.append(f"client_id={client_id}")
         return f"{self.url}/ws?{'&'.join(query)}"
 
     async def connect(
-        self, conversation_id: str, **kwargs: Any
+        self,
+        conversation_id: str,
+        *,
+        client_id: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
     ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
         """An authenticated socket and its `ready` message."""
         ws = await self.http.ws_connect(
-            self.ws_url(conversation_id, token=self.token(conversation_id)), **kwargs
+            self.ws_url(
+                conversation_id,
+                token=token or self.token(conversation_id),
+                client_id=client_id,
+            ),
+            **kwargs,
         )
         ready = await receive_json(ws)
         assert ready["type"] == "ready", ready
@@ -127,9 +146,9 @@ async def start_gateway(
 ) -> RunningGateway:
     settings = gateway_settings(bootstrap_servers, data_dir, **overrides)
     catalog = TopicCatalog.from_settings(settings)
-    await asyncio.to_thread(create_topics, bootstrap_servers, list(catalog.shared_topics))
+    await asyncio.to_thread(create_topics, settings.bootstrap_servers, list(catalog.shared_topics))
     app = create_app(settings, **(app_options or {}))
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=TIMEOUT_S)
+    runner = create_runner(app, settings, shutdown_timeout_s=TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -195,6 +214,19 @@ async def receive_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     assert message.type is aiohttp.WSMsgType.TEXT, (message.type, message.data, message.extra)
     data: dict[str, Any] = json.loads(message.data)
     return data
+
+
+async def receive_answers(
+    ws: aiohttp.ClientWebSocketResponse, seqs: set[int]
+) -> dict[int, dict[str, Any]]:
+    """The `ack` or `error` answering each of `seqs` (other messages are skipped)."""
+    answers: dict[int, dict[str, Any]] = {}
+    while set(answers) != seqs:
+        message = await receive_json(ws)
+        if message["type"] in ("ack", "error") and message.get("seq") in seqs:
+            assert message["seq"] not in answers, f"answered twice: {message}"
+            answers[message["seq"]] = message
+    return answers
 
 
 async def receive_close(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
@@ -275,3 +307,13 @@ async def produce_raw(bootstrap_servers: str, topic: str, key: bytes, value: byt
 
 def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# The page's browser and stand-in gateway, for test_connection.py as well as test_page.py.
+from tests.gateway.test_page import (  # noqa: E402, F401  # fixtures by import
+    browser,
+    chromium,
+    customer_audio,
+    rep_wav,
+    stand_in,
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -17,6 +17,7 @@ from gateway.app import create_app
 from schemas.events import (
     AudioChunk,
     CustomerProfile,
+    LlmStatus,
     SessionRoute,
     SuggestionEvent,
     TranscriptSegment,
@@ -28,6 +29,7 @@ from tests.gateway.conftest import (
     produce_events,
     produce_raw,
     read_events,
+    receive_answers,
     receive_close,
     receive_json,
     sample,
@@ -117,9 +119,10 @@ async def test_a_transcript_chunk_lands_on_the_transcripts_topic_keyed_by_conver
     )
     assert (second.text, second.speaker, second.final) == ("Yes.", "rep", False)
     assert first.session_id == ready["session_id"]
+    # Without `seq` a message cannot be told from a resend: each gets an id of its own.
     assert [first.segment_id, second.segment_id] == [
-        f"{ready['session_id']}:0",
-        f"{ready['session_id']}:1",
+        f"{ready['session_id']}:n0",
+        f"{ready['session_id']}:n1",
     ]
     assert "gateway_in" in first.trace
     await ws.close()
@@ -197,6 +200,40 @@ async def test_a_frame_above_the_limit_is_closed_1009(
     close = await receive_close(ws)
     assert close.type is aiohttp.WSMsgType.CLOSE
     assert close.data == 1009
+
+
+async def test_a_text_frame_that_is_not_utf8_is_closed_1007(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    ws, _ready = await shared_gateway.connect(conversation_id)
+    # aiohttp's public send_str cannot send invalid UTF-8; its frame writer can.
+    await ws._writer.send_frame(b'{"type": "end", "x": "\xff\xfe"}', aiohttp.WSMsgType.TEXT)
+    close = await receive_close(ws)
+    assert (close.type, close.data) == (aiohttp.WSMsgType.CLOSE, 1007)
+
+
+@pytest.mark.parametrize("size", [1_000_000, 1_048_575])
+async def test_by_default_a_frame_kafka_could_not_store_is_closed_1009_not_unavailable(
+    gateway_factory: GatewayFactory, conversation_id: str, size: int
+) -> None:
+    gw = await gateway_factory()  # the default frame limit
+    ws, _ready = await gw.connect(conversation_id, client_id="c")
+    text = json.dumps({"type": "transcript_chunk", "text": "", "seq": 0})
+    await ws.send_str(text.replace('""', '"' + "x" * (size - len(text)) + '"'))
+    close = await receive_close(ws)
+    assert (close.type, close.data) == (aiohttp.WSMsgType.CLOSE, 1009)
+
+
+async def test_the_largest_frame_under_the_default_limit_is_stored(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    gw = await gateway_factory()
+    ws, _ready = await gw.connect(conversation_id, client_id="c")
+    text = json.dumps({"type": "transcript_chunk", "text": "", "seq": 0})
+    size = gw.settings.max_msg_size - 1  # aiohttp's limit is exclusive
+    await ws.send_str(text.replace('""', '"' + "x" * (size - len(text)) + '"'))
+    assert (await receive_answers(ws, {0}))[0] == {"type": "ack", "seq": 0}
+    await ws.close()
 
 
 # --- audio ------------------------------------------------------------------------------------
@@ -356,6 +393,14 @@ async def test_replies_reach_only_their_conversation_in_order(
         SuggestionEvent(conversation_id="conv-reply-b", turn_id="turn-b", kind="cancelled")
     )
     events.append(
+        SuggestionEvent(
+            conversation_id="conv-reply-b",
+            turn_id="turn-d",
+            kind="failed",
+            reason="llm_timeout",
+        )
+    )
+    events.append(
         TranscriptSegment(
             conversation_id="conv-reply-b",
             session_id="asr",
@@ -383,12 +428,20 @@ async def test_replies_reach_only_their_conversation_in_order(
     assert got_a[-1]["timings"]["llm_ttft"] == 120.0
     assert got_a[-1]["timings"]["gateway_out"] >= 0
 
-    got_b = [await receive_json(ws_b) for _ in range(len(words_b) + 3)]
-    assert all(m.get("turn_id") in ("turn-b", "turn-c", None) for m in got_b)
+    got_b = [await receive_json(ws_b) for _ in range(len(words_b) + 4)]
+    assert all(m.get("turn_id") in ("turn-b", "turn-c", "turn-d", None) for m in got_b)
     assert "".join(m["text"] for m in got_b[: len(words_b)]) == "Let me check."
     assert got_b[len(words_b) :] == [
-        {"type": "suggestion_cancelled", "turn_id": "turn-b"},
-        {"type": "transcript", "speaker": "customer", "text": "Is it in stock?", "final": False},
+        {"type": "suggestion_cancelled", "turn_id": "turn-b", "reason": "superseded"},
+        {"type": "suggestion_failed", "turn_id": "turn-d", "reason": "llm_timeout"},
+        {
+            "type": "transcript",
+            "speaker": "customer",
+            "text": "Is it in stock?",
+            "final": False,
+            "segment_id": "asr:1",
+            "revision": 0,
+        },
         {"type": "throttled", "reason": "capacity", "turn_id": "turn-c"},
     ]
     await ws_a.close()
@@ -467,7 +520,7 @@ async def test_a_conversation_resumes_on_another_gateway(
 async def test_a_slow_client_does_not_stall_a_fast_one(
     gateway_factory: GatewayFactory, bootstrap_servers: str
 ) -> None:
-    gw = await gateway_factory(send_queue_size=4, app_options={"close_timeout_s": 0.5})
+    gw = await gateway_factory(ws_send_queue_bytes=16 * 1024, app_options={"close_timeout_s": 0.5})
     slow, _ = await gw.connect("conv-slow")  # connected, never reads again
     fast, _ = await gw.connect("conv-fast")
     fragment = "x" * 64 * 1024
@@ -495,6 +548,123 @@ async def test_a_slow_client_does_not_stall_a_fast_one(
     assert slow.close_code in (1013, 1006)
     assert not fast.closed
     await fast.close()
+
+
+# --- one conversation's sockets and budget -----------------------------------------------------
+
+
+async def test_a_reconnect_of_the_same_client_replaces_its_old_socket_with_4002(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    gw = shared_gateway
+    old, _ = await gw.connect(conversation_id, client_id="tab-1")
+    new, _ = await gw.connect(conversation_id, client_id="tab-1")
+    close = await receive_close(old)
+    assert (close.type, close.data, close.extra) == (aiohttp.WSMsgType.CLOSE, 4002, "replaced")
+    await new.send_json({"type": "transcript_chunk", "text": "Hi.", "seq": 0})
+    assert (await receive_answers(new, {0}))[0]["type"] == "ack"
+    await new.close()
+
+
+async def test_beyond_the_socket_cap_the_oldest_socket_is_replaced(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    gw = await gateway_factory(ws_sockets_per_conversation=2)
+    sockets = [(await gw.connect(conversation_id, client_id=f"tab-{i}"))[0] for i in range(5)]
+    for ws in sockets[:3]:
+        close = await receive_close(ws)
+        assert (close.data, close.extra) == (4002, "replaced")
+    for i, ws in enumerate(sockets[3:]):
+        await ws.send_json({"type": "transcript_chunk", "text": "Hi.", "seq": i})
+        assert (await receive_answers(ws, {i}))[i]["type"] == "ack"
+    assert sample(gw.metrics, "teleprompter_gateway_connections") == 2
+    assert (
+        sample(gw.metrics, "teleprompter_gateway_replaced_sockets_total", reason="socket_cap") == 3
+    )
+    for ws in sockets[3:]:
+        await ws.close()
+
+
+async def test_a_malformed_client_id_is_refused_with_1008(
+    shared_gateway: RunningGateway, conversation_id: str
+) -> None:
+    gw = shared_gateway
+    url = gw.ws_url(conversation_id, token=gw.token(conversation_id), client_id="no%20spaces")
+    ws = await gw.http.ws_connect(url)
+    close = await ws.receive(timeout=10)
+    assert (close.type, close.data, close.extra) == (
+        aiohttp.WSMsgType.CLOSE,
+        1008,
+        "bad client_id",
+    )
+
+
+async def test_over_the_message_rate_a_conversation_gets_rate_limited_naming_each_seq(
+    gateway_factory: GatewayFactory, conversation_id: str, bootstrap_servers: str
+) -> None:
+    # A refill so slow that only the burst can pass during the test.
+    gw = await gateway_factory(ws_rate_messages_per_s=0.001, ws_rate_burst_messages=5)
+    first, _ = await gw.connect(conversation_id, client_id="a")
+    second, _ = await gw.connect(conversation_id, client_id="b")  # shares the budget
+    for seq in range(4):
+        await first.send_json({"type": "transcript_chunk", "text": f"Line {seq}.", "seq": seq})
+    for seq in range(4, 8):
+        await second.send_json({"type": "transcript_chunk", "text": f"Line {seq}.", "seq": seq})
+    answers = {
+        **await receive_answers(first, {0, 1, 2, 3}),
+        **await receive_answers(second, {4, 5, 6, 7}),
+    }
+    assert [answers[seq]["type"] for seq in range(8)] == ["ack"] * 5 + ["error"] * 3
+    assert {answers[seq]["code"] for seq in range(5, 8)} == {"rate_limited"}
+    assert "dropped" in answers[5]["message"]
+    # Dropped means not stored: only the five acked lines reached Kafka.
+    stored = await read_events(
+        bootstrap_servers, gw.catalog.transcripts.name, conversation_id=conversation_id, count=5
+    )
+    assert sorted(e.text for e in stored if isinstance(e, TranscriptSegment)) == [
+        f"Line {seq}." for seq in range(5)
+    ]
+    await first.close()
+    await second.close()
+
+
+async def test_a_flood_of_frames_without_seq_hears_rate_limited_once_a_second_not_per_frame(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    gw = await gateway_factory(ws_rate_messages_per_s=0.001, ws_rate_burst_messages=1)
+    ws, _ = await gw.connect(conversation_id)
+    for n in range(200):
+        await ws.send_json({"type": "transcript_chunk", "text": f"Spam {n}."})
+    await ws.send_json({"type": "transcript_chunk", "text": "Named.", "seq": 7})
+    errors = []
+    while not errors or errors[-1].get("seq") != 7:
+        errors.append(await receive_json(ws))
+    assert {e["code"] for e in errors} == {"rate_limited"}
+    assert len(errors) < 10  # one a second (and the named one), not 199
+    await ws.close()
+
+
+async def test_over_the_byte_rate_text_and_audio_are_refused(
+    gateway_factory: GatewayFactory, conversation_id: str
+) -> None:
+    gw = await gateway_factory(
+        max_msg_size=64 * 1024, ws_rate_bytes_per_s=1.0, ws_rate_burst_bytes=64 * 1024
+    )
+    ws, _ = await gw.connect(conversation_id, client_id="c")
+    await ws.send_bytes(bytes(40_000))
+    await ws.send_bytes(bytes(40_000))  # over the 64 KiB burst
+    error = await receive_json(ws)
+    while error["type"] != "error":
+        error = await receive_json(ws)
+    assert (error["code"], error["audio_offset"], error["audio_bytes"]) == (
+        "rate_limited",
+        40_000,
+        40_000,
+    )
+    await ws.send_json({"type": "transcript_chunk", "text": "x" * 30_000, "seq": 0})
+    answer = (await receive_answers(ws, {0}))[0]
+    assert (answer["type"], answer["code"]) == ("error", "rate_limited")
+    await ws.close()
 
 
 # --- heartbeat --------------------------------------------------------------------------------
@@ -550,6 +720,30 @@ async def test_healthz_is_200_when_ready(shared_gateway: RunningGateway) -> None
         body = await response.json()
     assert body["status"] == "ok"
     assert body["gateway_id"] == shared_gateway.settings.gateway_id
+    assert body["llm"] == "ok"
+
+
+async def test_a_degraded_llm_reaches_the_client_and_healthz_until_it_recovers(
+    shared_gateway: RunningGateway, bootstrap_servers: str
+) -> None:
+    gw = shared_gateway
+    ws, _ = await gw.connect("conv-llm-status")
+
+    def status(llm: Literal["ok", "degraded"], reason: str = "") -> LlmStatus:
+        return LlmStatus(conversation_id="conv-llm-status", worker_id="w1", llm=llm, reason=reason)
+
+    await produce_events(bootstrap_servers, gw.reply_topic, [status("degraded", "answered 503")])
+    assert await receive_json(ws) == {"type": "status", "llm": "degraded", "reason": "answered 503"}
+    async with gw.http.get(f"{gw.url}/healthz") as response:
+        assert response.status == 200  # the gateway can still serve: transcripts, acks
+        body = await response.json()
+    assert (body["llm"], body["llm_reason"]) == ("degraded", "answered 503")
+
+    await produce_events(bootstrap_servers, gw.reply_topic, [status("ok")])
+    assert await receive_json(ws) == {"type": "status", "llm": "ok", "reason": ""}
+    async with gw.http.get(f"{gw.url}/healthz") as response:
+        assert (await response.json())["llm"] == "ok"
+    await ws.close()
 
 
 async def test_without_kafka_the_gateway_is_not_ready_and_refuses_sockets(

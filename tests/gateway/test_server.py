@@ -1,8 +1,10 @@
-"""`teleprompter gateway` as a real process: serves, then stops cleanly on SIGTERM."""
+"""`teleprompter gateway` as a real process: serves, then stops cleanly on SIGTERM; and the
+server's HTTP limits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -14,7 +16,13 @@ import aiohttp
 
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings
-from tests.gateway.conftest import TIMEOUT_S, create_topics, receive_close, receive_json
+from tests.gateway.conftest import (
+    TIMEOUT_S,
+    GatewayFactory,
+    create_topics,
+    receive_close,
+    receive_json,
+)
 
 
 async def wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
@@ -101,3 +109,25 @@ async def test_gateway_command_serves_until_sigterm_and_closes_sockets_1001(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_connection_that_never_finishes_its_request_head_is_closed(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = await gateway_factory(http_header_timeout_s=0.5)
+    host, port = gw.url.removeprefix("http://").split(":")
+    slow = []
+    for i in range(20):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        if i % 2:  # half send part of a head and stop; half send nothing at all
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+            await writer.drain()
+        slow.append((reader, writer))
+    for reader, writer in slow:
+        # The server hangs up: EOF (or a reset), never a response.
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(reader.read(), TIMEOUT_S) == b""
+        writer.close()
+    # A client that sends its head in time is served as usual.
+    async with gw.http.get(f"{gw.url}/healthz") as response:
+        assert response.status == 200

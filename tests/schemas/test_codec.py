@@ -28,6 +28,7 @@ from schemas.events import (
     ConversationSummary,
     CustomerProfile,
     Event,
+    LlmStatus,
     SessionRoute,
     SuggestionEvent,
     TranscriptSegment,
@@ -73,6 +74,7 @@ SAMPLES: tuple[Event, ...] = (
         turn_id="turn-3",
         text="What does the premium plan cost?",
         reason="pause",
+        segment_ids=["sess-3:0", "sess-3:1"],
     ),
     SuggestionEvent(
         conversation_id="conv-4",
@@ -85,6 +87,13 @@ SAMPLES: tuple[Event, ...] = (
         full_text="It is $49 a month, billed yearly.",
         reason="stop",
         timings={"asr_ms": 180.0, "llm_ttft_ms": 301.5},
+    ),
+    LlmStatus(
+        conversation_id="conv-8",
+        event_time_ms=1_764_000_007_000,
+        worker_id="worker-1",
+        llm="degraded",
+        reason="LLM endpoint http://127.0.0.1:8000/v1 answered 503",
     ),
     ConversationSummary(
         conversation_id="conv-5",
@@ -399,7 +408,7 @@ def test_enum_index_out_of_range_is_a_mismatch() -> None:
     speaker_at = 18
     assert data[speaker_at] == 0x02  # zig-zag 1: "rep"
     data[speaker_at] = 0x12  # zig-zag 9: no such Speaker
-    with pytest.raises(SchemaMismatchError, match="does not follow TranscriptSegment v1") as caught:
+    with pytest.raises(SchemaMismatchError, match="does not follow TranscriptSegment v2") as caught:
         default_codec().decode(bytes(data), topic=TOPIC, offset=OFFSET)
     assert_names_where(caught.value)
 

@@ -72,10 +72,14 @@ RELEASED: dict[tuple[str, int], str] = {
     ("AudioChunk", 1): "b6e4a61db33cee17",
     ("ConversationSummary", 1): "431ccaefe08eb095",
     ("CustomerProfile", 1): "6555a4923c84ef90",
+    ("LlmStatus", 1): "c97f46b6edeca32e",
     ("SessionRoute", 1): "1855d3725220e169",
     ("SuggestionEvent", 1): "04c8a146d3844e97",
+    ("SuggestionEvent", 2): "a0b8ea6595ccb727",
     ("TranscriptSegment", 1): "6036a9dab21e2336",
+    ("TranscriptSegment", 2): "4acab7ac5f2bcac2",
     ("Turn", 1): "c803e58ad98485d1",
+    ("Turn", 2): "d2dafe67da3c5367",
 }
 
 

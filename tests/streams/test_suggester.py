@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from schemas.events import SuggestionEvent, Turn
+from schemas.events import SuggestionEvent, Turn, now_ms
 from streams.admission import AdmissionGate
+from streams.ledger import OpenTurn, TurnLedger
+from streams.llm import LlmError
 from streams.suggester import SuggestionStreamer, stage_timings
+from tests.streams.fake_table import conversation_table
 from tests.waiting import wait_until
 
 
@@ -25,6 +28,8 @@ class ScriptedLlm:
         self.asked.append(turn.text)
         queue = self.queue(turn.turn_id)
         while (fragment := await queue.get()) is not None:
+            if fragment == "<timeout>":
+                raise LlmError("LLM endpoint timed out", kind="timeout", url="http://llm")
             yield fragment
 
 
@@ -33,7 +38,11 @@ def turn(turn_id: str, text: str, cid: str = "c1") -> Turn:
 
 
 def make(
-    max_active: int = 8, max_waiting: int = 3
+    max_active: int = 8,
+    max_waiting: int = 3,
+    *,
+    ledger: TurnLedger | None = None,
+    answer_window_s: float = 10.0,
 ) -> tuple[SuggestionStreamer, ScriptedLlm, list[SuggestionEvent]]:
     llm, published = ScriptedLlm(), []
 
@@ -44,6 +53,8 @@ def make(
         gate=AdmissionGate(max_active=max_active, max_waiting=max_waiting),
         compose=llm.compose,
         publish=publish,
+        ledger=ledger,
+        answer_window_s=answer_window_s,
     )
     return streamer, llm, published
 
@@ -54,7 +65,7 @@ def kinds(events: list[SuggestionEvent], turn_id: str) -> list[str]:
 
 async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Is there a discount?"))
+    await streamer.submit(turn("t1", "Is there a discount?"))
     for fragment in ["We ", "can ", "talk."]:
         llm.queue("t1").put_nowait(fragment)
     llm.queue("t1").put_nowait(None)
@@ -72,11 +83,11 @@ async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
 
 async def test_new_speech_cancels_the_in_flight_suggestion_and_combines_the_text() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "We use a competitor."))
+    await streamer.submit(turn("t1", "We use a competitor."))
     llm.queue("t1").put_nowait("I see")
     await wait_until(lambda: kinds(published, "t1") == ["delta"], what="first delta")
 
-    streamer.submit(turn("t2", "And they are cheaper."))
+    await streamer.submit(turn("t2", "And they are cheaper."))
     llm.queue("t2").put_nowait("Fair.")
     llm.queue("t2").put_nowait(None)
     await wait_until(lambda: kinds(published, "t2")[-1:] == ["complete"], what="t2 complete")
@@ -88,7 +99,7 @@ async def test_new_speech_cancels_the_in_flight_suggestion_and_combines_the_text
 async def test_turns_beyond_capacity_and_waiting_line_are_throttled_at_once() -> None:
     streamer, llm, published = make(max_active=1, max_waiting=1)
     for n in range(3):
-        streamer.submit(turn(f"t{n}", "Question?", cid=f"c{n}"))
+        await streamer.submit(turn(f"t{n}", "Question?", cid=f"c{n}"))
     await wait_until(lambda: kinds(published, "t2") == ["throttled"], what="third throttled")
     assert kinds(published, "t0") == [] and kinds(published, "t1") == []
 
@@ -102,8 +113,8 @@ async def test_turns_beyond_capacity_and_waiting_line_are_throttled_at_once() ->
 
 async def test_a_slow_stream_does_not_delay_another_conversation() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("slow", "Hello?", cid="a"))
-    streamer.submit(turn("fast", "Hi?", cid="b"))
+    await streamer.submit(turn("slow", "Hello?", cid="a"))
+    await streamer.submit(turn("fast", "Hi?", cid="b"))
     llm.queue("fast").put_nowait("Hello!")
     llm.queue("fast").put_nowait(None)
     await wait_until(lambda: kinds(published, "fast")[-1:] == ["complete"], what="fast done")
@@ -113,7 +124,7 @@ async def test_a_slow_stream_does_not_delay_another_conversation() -> None:
 
 async def test_resume_resends_the_text_so_far() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Pricing?"))
+    await streamer.submit(turn("t1", "Pricing?"))
     llm.queue("t1").put_nowait("It ")
     llm.queue("t1").put_nowait("depends")
     await wait_until(lambda: len(kinds(published, "t1")) == 2, what="two deltas")
@@ -129,15 +140,167 @@ async def test_resume_resends_the_text_so_far() -> None:
     await streamer.close()
 
 
+async def test_resume_after_the_suggestion_ended_resends_its_outcome_to_the_client_only() -> None:
+    """A suggestion that completes while the client reconnects must still reach it."""
+    llm, published, redelivered = ScriptedLlm(), [], []
+    table, _ = conversation_table()
+    ledger = TurnLedger(table)
+
+    async def publish(event: SuggestionEvent) -> None:
+        published.append(event)
+
+    async def redeliver(event: SuggestionEvent) -> None:
+        redelivered.append(event)
+
+    streamer = SuggestionStreamer(
+        gate=AdmissionGate(max_active=8, max_waiting=3),
+        compose=llm.compose,
+        publish=publish,
+        redeliver=redeliver,
+        ledger=ledger,
+    )
+    await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=1)
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    await streamer.resume("c1")
+    # The whole text (as the delta a reconnecting client gets first), then the outcome.
+    assert [(e.turn_id, e.kind, e.seq, e.full_text) for e in redelivered] == [
+        ("t1", "delta", 1, "It depends."),
+        ("t1", "complete", 1, "It depends."),
+    ]
+    # Copies, not outcomes: published and recorded once, and nothing times them again.
+    assert kinds(published, "t1") == ["delta", "complete"]
+    assert ledger.open_turns({0}) == []
+    assert all(e.trace == {} and e.timings == {} for e in redelivered)
+    assert published[-1].timings != {}
+
+    # A new turn replaces what a reconnect would be told; a forgotten conversation has none.
+    await streamer.submit(turn("t2", "And annual?"), partition=0, offset=2)
+    await streamer.resume("c1")
+    assert len(redelivered) == 2  # t2 has streamed nothing yet
+    streamer.forget("c1")
+    await streamer.resume("c1")
+    assert len(redelivered) == 2
+    await streamer.close()
+
+
+async def test_resume_after_a_failure_resends_the_text_so_far_and_the_failure() -> None:
+    streamer, llm, published = make()
+    await streamer.submit(turn("t1", "Hello?"))
+    llm.queue("t1").put_nowait("Hi")
+    llm.queue("t1").put_nowait("<timeout>")
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["failed"], what="failed")
+
+    await streamer.resume("c1")
+    assert [(e.kind, e.full_text, e.reason) for e in published[2:]] == [
+        ("delta", "Hi", ""),
+        ("failed", "Hi", "llm_timeout"),
+    ]
+
+
+async def test_after_a_throttled_turn_resume_resends_nothing() -> None:
+    """`throttled` is a passing sign, and the suggestion before it is no longer the latest."""
+    streamer, llm, published = make(max_active=1, max_waiting=0)
+    await streamer.submit(turn("t1", "Pricing?"))
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+    await streamer.submit(turn("busy", "Hi?", cid="c2"))
+    await wait_until(lambda: "Hi?" in llm.asked, what="the only slot taken")
+    await streamer.submit(turn("t2", "For ten seats?"))
+    await wait_until(lambda: kinds(published, "t2") == ["throttled"], what="throttled")
+
+    before = len(published)
+    await streamer.resume("c1")
+    assert len(published) == before
+    await streamer.close()
+
+
 async def test_forget_stops_silently() -> None:
     streamer, llm, published = make()
-    streamer.submit(turn("t1", "Bye."))
+    await streamer.submit(turn("t1", "Bye."))
     llm.queue("t1").put_nowait("Bye")
     await wait_until(lambda: len(published) == 1, what="a delta")
     streamer.forget("c1")
     assert len(streamer) == 0
     await streamer.close()
     assert kinds(published, "t1") == ["delta"]
+
+
+async def test_an_llm_error_fails_the_suggestion_with_its_kind() -> None:
+    streamer, llm, published = make()
+    await streamer.submit(turn("t1", "Hello?"))
+    llm.queue("t1").put_nowait("Hi")
+    llm.queue("t1").put_nowait("<timeout>")
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["failed"], what="failed")
+    assert kinds(published, "t1") == ["delta", "failed"]
+    assert published[-1].reason == "llm_timeout"
+    assert len(streamer) == 0
+
+
+async def test_a_turn_delivered_again_is_not_answered_twice() -> None:
+    table, _ = conversation_table()
+    streamer, llm, published = make(ledger=TurnLedger(table))
+    assert await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=7)
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    assert not await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=8)  # re-sent
+    assert not await streamer.submit(turn("t0", "Hi?"), partition=0, offset=7)  # redelivered
+    assert llm.asked == ["Pricing?"]
+
+
+async def test_the_end_of_a_conversation_cancels_its_suggestion_with_that_reason() -> None:
+    streamer, llm, published = make()
+    await streamer.submit(turn("t1", "Bye?"))
+    llm.queue("t1").put_nowait("Bye")
+    await wait_until(lambda: len(published) == 1, what="a delta")
+    await streamer.end("c1")
+    assert [(e.kind, e.reason) for e in published[1:]] == [("cancelled", "conversation_ended")]
+
+
+async def test_a_recent_turn_a_lost_worker_left_open_is_cancelled_then_answered_again() -> None:
+    table, _ = conversation_table()
+    ledger = TurnLedger(table)
+    ledger.open(turn("t1", "Pricing?"), partition=2, opened_ms=now_ms() - 1_000)
+    streamer, llm, published = make(ledger=ledger)
+
+    for orphan in ledger.open_turns({2}):
+        await streamer.recover(orphan)
+    llm.queue("t1-r").put_nowait("It depends.")
+    llm.queue("t1-r").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1-r")[-1:] == ["complete"], what="retry done")
+    assert [(e.kind, e.reason) for e in published if e.turn_id == "t1"] == [
+        ("cancelled", "worker_lost")
+    ]
+    assert ledger.open_turns({2}) == []
+
+
+async def test_an_old_turn_a_lost_worker_left_open_is_only_cancelled() -> None:
+    table, _ = conversation_table()
+    ledger = TurnLedger(table)
+    streamer, llm, published = make(ledger=ledger, answer_window_s=10.0)
+    lost = OpenTurn(turn=turn("t1", "Pricing?"), partition=0, opened_ms=now_ms() - 60_000)
+    await streamer.recover(lost)
+    assert [(e.turn_id, e.kind, e.reason) for e in published] == [
+        ("t1", "cancelled", "worker_lost")
+    ]
+    assert llm.asked == [] and len(streamer) == 0
+
+
+async def test_a_new_turn_ends_a_lost_workers_open_turn_and_answers_both_texts() -> None:
+    table, _ = conversation_table()
+    ledger = TurnLedger(table)
+    ledger.open(turn("t1", "Pricing?"), partition=0, opened_ms=now_ms())
+    streamer, llm, published = make(ledger=ledger)
+    await streamer.submit(turn("t2", "For ten seats?"), partition=0)
+    await wait_until(lambda: kinds(published, "t1") == ["cancelled"], what="t1 cancelled")
+    assert published[0].reason == "worker_lost"
+    await wait_until(lambda: llm.asked == ["Pricing? For ten seats?"], what="combined text")
+    await streamer.close()
 
 
 def test_stage_timings_are_gaps_between_present_stages() -> None:

@@ -30,6 +30,8 @@ async def _scripted_gateway(request: web.Request) -> web.WebSocketResponse:
         if frame.type != WSMsgType.TEXT:
             continue
         message = json.loads(frame.data)
+        if "seq" in message:
+            await ws.send_json({"type": "ack", "seq": message["seq"]})
         if message.get("type") != "transcript_chunk" or message.get("speaker") != "customer":
             continue
         if not message.get("final", True):
@@ -120,3 +122,69 @@ async def test_a_gateway_that_cannot_be_reached_is_an_error_not_a_crash() -> Non
     assert sum(result.errors.values()) == 2
     assert all(next(iter(result.errors)).startswith("connect") for _ in result.errors)
     assert [t.outcome for t in result.turns] == ["not_sent", "not_sent"]
+
+
+class ForgetfulGateway:
+    """Drops each conversation's first connection after two messages, acking neither; acks
+    everything on the next one, except the messages it was told to ignore."""
+
+    def __init__(self, *, never_ack: set[str]) -> None:
+        self.never_ack = never_ack
+        self.connections: dict[str, int] = {}
+        self.received: dict[str, list[dict[str, object]]] = {}
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        cid = request.query["conversation_id"]
+        self.connections[cid] = self.connections.get(cid, 0) + 1
+        first = self.connections[cid] == 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "ready", "conversation_id": cid})
+        async for frame in ws:
+            message = json.loads(frame.data)
+            received = self.received.setdefault(cid, [])
+            received.append({**message, "client_id": request.query["client_id"]})
+            if first and len(received) == 2:
+                await ws.close(code=1011, message=b"lost")
+                break
+            if not first and message.get("text") not in self.never_ack and "seq" in message:
+                await ws.send_json({"type": "ack", "seq": message["seq"]})
+        return ws
+
+
+async def test_unacked_messages_are_resent_after_a_drop_and_never_acked_ones_count_as_lost() -> (
+    None
+):
+    gateway = ForgetfulGateway(never_ack={"Sure."})
+    app = web.Application()
+    app.router.add_get("/ws", gateway.handle)
+    server = TestServer(app, port=0)
+    await server.start_server()
+    try:
+        result = await drive(
+            _schedule(conversations=1, turns=2),
+            ws_url=str(server.make_url("/ws")).replace("http://", "ws://"),
+            token_for=lambda cid: "x",
+            run_tag="test",
+            deadline_s=0.2,
+            ack_wait_s=1.0,
+        )
+    finally:
+        await server.close()
+    (cid,) = gateway.received
+    assert gateway.connections[cid] == 2
+    first, second = (
+        gateway.received[cid][:2],
+        gateway.received[cid][2:],
+    )
+    assert [m["seq"] for m in first] == [0, 1]
+    # The dropped connection's two messages came again, first, with their seq and client.
+    assert [(m["seq"], m["text"]) for m in second[:2]] == [(m["seq"], m["text"]) for m in first]
+    assert {m["client_id"] for m in gateway.received[cid]} == {first[0]["client_id"]}
+    assert [m["seq"] for m in second] == list(range(7))  # 6 lines and `end`
+    assert result.delivery.reconnects == 1
+    assert result.delivery.resent == 2
+    assert result.delivery.messages_sent == 7
+    assert result.unacked_messages == 2  # the rep's two lines: sent, never acked
+    assert result.errors["sent, never acked"] == 2
+    assert result.errors["closed by server: 1011"] == 1
