@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=20.0, gt=0)
     llm_max_streams: int = Field(default=64, ge=1, description="M: concurrent streams per worker")
     llm_max_waiting: int = Field(default=3, ge=0, description="N: turns allowed to wait for a slot")
+    llm_sim_host: str = Field(default="127.0.0.1", description="where the simulator listens")
     llm_sim_port: int = Field(default=8000, ge=0, le=65535)
     llm_ttft_ms: float = Field(default=300.0, ge=0)
     llm_tokens_per_s: float = Field(default=40.0, gt=0)
@@ -337,7 +338,7 @@ def load_settings(**overrides: Any) -> Settings:
             field = _field_name(str(error["loc"][0]))
             # A secret's rejected value is never shown, not even in an error.
             got = "" if field in _secret_fields() else f" (got {error.get('input')!r})"
-            problems.append(f"{field} ({_env_name(field)}): {error['msg']}{got}")
+            problems.append(f"{field} ({env_name(field)}): {error['msg']}{got}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
@@ -360,7 +361,13 @@ def _secret_fields() -> set[str]:
     }
 
 
-def _env_name(field: str) -> str:
+def environment_names() -> dict[str, str]:
+    """Every setting's environment variable -> the setting it sets."""
+    return {env_name(field): field for field in Settings.model_fields}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field` (TELEPROMPTER_<FIELD>, or its alias)."""
     field_info = Settings.model_fields.get(field)
     if field_info is not None and isinstance(field_info.validation_alias, AliasChoices):
         first = field_info.validation_alias.choices[0]

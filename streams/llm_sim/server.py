@@ -607,4 +607,10 @@ async def serve(
 
 def run(settings: Settings) -> None:
     """Serve the simulator in this process until SIGTERM or Ctrl-C; print the URL when ready."""
-    asyncio.run(serve(settings, ready=lambda url: print(f"llm-sim serving {url}", flush=True)))
+    asyncio.run(
+        serve(
+            settings,
+            host=settings.llm_sim_host,
+            ready=lambda url: print(f"llm-sim serving {url}", flush=True),
+        )
+    )

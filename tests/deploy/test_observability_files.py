@@ -15,7 +15,7 @@ from gateway.metrics import GatewayMetrics
 from schemas.events import SuggestionEvent
 from streams.observability.metrics import LLM_TTFT_STAGE, WorkerMetrics
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 _METRIC = re.compile(r"\bteleprompter_[a-z0-9_]+\b")
 _SELECTOR = re.compile(r"(teleprompter_[a-z0-9_]+)\{([^}]*)\}")
 _MATCHER = re.compile(r'([a-z_]+)\s*=~?\s*"([^"]*)"')
