@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import click
 import pytest
@@ -261,3 +262,12 @@ def test_compose_kafka_matches_the_replication_our_topics_ask_for() -> None:
         )
         == voters
     )
+
+
+def test_compose_runs_the_kafka_release_the_tests_run() -> None:
+    pom = ElementTree.parse(DEPLOY / "kafka" / "pom.xml")
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = pom.findtext("m:properties/m:kafka.version", namespaces=namespace)
+    images = {s["image"] for name, s in compose_services().items() if name.startswith("kafka-")}
+
+    assert images == {f"apache/kafka:{version}"}
