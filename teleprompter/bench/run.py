@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -225,7 +225,16 @@ async def _measure(
         deadline_s=options.deadline_s,
         on_start=measure_after_warmup,
     )
-    processes = await sampler.stop()
+    machine = machine.ended()
+    turns_in_window = sum(
+        1 for t in driven.turns if t.planned_s >= warmup_s and t.sent_at is not None
+    )
+    processes = [
+        replace(p, cpu_ms_per_turn=round(p.cpu_s * 1000 / turns_in_window, 2))
+        if turns_in_window
+        else p
+        for p in await sampler.stop()
+    ]
 
     answered = [t for t in driven.turns if t.outcome == "answered" and t.turn_id is not None]
     endpoint: dict[str, float] = {}
