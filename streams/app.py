@@ -120,6 +120,7 @@ class SuggestionPipeline:
             ledger=self.ledger,
             health=self.health,
             answer_window_s=settings.turn_recovery_window_s,
+            delta_batch_s=settings.suggestion_batch_ms / 1000.0,
         )
         self.summarizer = RollingSummarizer(
             builder=self.builder,
