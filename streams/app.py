@@ -62,6 +62,11 @@ IDLE_SWEEP_INTERVAL_S: Final = 30.0
 ROUTE_WAIT_S: Final = 2.0
 # An ended conversation's dedupe state outlives it by this long: far beyond any redelivery.
 ENDED_STATE_TTL_S: Final = 600.0
+# Table writes queued for the producer before Faust stops every agent until they are sent.
+# Faust's 100 is reached under load (hundreds of writes a second from many tasks), and its
+# wait then lasts until 100 more sends, 0.1-0.8 s with no record processed (500 sessions,
+# docs/benchmarks.md). Values are bounded (a few KiB each), so this bounds the bytes too.
+PRODUCER_BUFFER_MESSAGES: Final = 2000
 
 
 class SuggestionPipeline:
@@ -79,6 +84,7 @@ class SuggestionPipeline:
         self.metrics = metrics or WorkerMetrics()
         self.catalog = TopicCatalog.from_settings(settings)
         self.app = faust.App(**faust_settings(settings))
+        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
         self.model = SuggestionModel.from_settings(settings)
         self.builder = PromptBuilder()
 
