@@ -61,6 +61,11 @@ OVERHEAD_P50_MS: Final = 30.0
 OVERHEAD_P99_MS: Final = 80.0  # the pipeline issue's; the benchmark issue allows 100 at 500
 AUDIO_P50_MS: Final = 600.0
 AUDIO_P99_MS: Final = 900.0
+# The LLM simulator's capacity: concurrent streams it serves at its configured time to first
+# token (`python -m streams.llm_sim.bench --streams 256`: p99 within ~20%, docs/benchmarks.md).
+# The bench gives the workers that many slots between them, so that `throttled` means the
+# endpoint is full, not that a worker's default (64, for an endpoint of unknown size) is.
+SIMULATOR_STREAMS: Final = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +194,11 @@ def _local_settings(
         updates["llm_ttft_ms"] = options.llm_ttft_ms
     if options.workers is not None:
         updates["workers"] = options.workers
+    explicit = settings.model_fields_set
+    if settings.openai_base_url is None and "llm_max_streams" not in explicit:
+        updates["llm_max_streams"] = max(
+            1, SIMULATOR_STREAMS // updates.get("workers", settings.workers)
+        )
     return settings.model_copy(update=updates)
 
 
