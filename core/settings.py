@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         description="HMAC key for client tokens; unset means a generated one under data_dir.",
     )
     token_ttl_s: float = Field(default=8 * 3600.0, gt=0)
+    token_max_lifetime_s: float = Field(
+        default=24 * 3600.0, gt=0, description="how long renewals may keep one link alive"
+    )
     max_msg_size: int = Field(
         default=512 * 1024,
         ge=1024,
@@ -174,6 +177,19 @@ class Settings(BaseSettings):
     llm_sim_port: int = Field(default=8000, ge=0, le=65535)
     llm_ttft_ms: float = Field(default=300.0, ge=0)
     llm_tokens_per_s: float = Field(default=40.0, gt=0)
+
+    # --- speculative suggestions (docs/protocol.md, docs/benchmarks.md) ---------------------
+    speculative_suggestions: bool = Field(
+        default=True,
+        description="start the LLM on customer words waiting for the turn pause; the client "
+        "sees the stream only if they become the turn",
+    )
+    speculation_pause_ms: float = Field(
+        default=200.0,
+        ge=0,
+        description="pause after a final customer chunk without a sentence end before the LLM "
+        "starts on it (below turn_pause_ms to gain anything)",
+    )
 
     # --- speech recognition -----------------------------------------------------------------
     asr_model: str | None = Field(

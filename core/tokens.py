@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import jwt
 
@@ -22,6 +22,9 @@ MIN_SECRET_BYTES: Final = 32  # RFC 7518 3.2: an HS256 key at least as long as t
 GENERATED_SECRET_BYTES: Final = 32
 MAX_CONVERSATION_ID_CHARS: Final = 256
 DEFAULT_LEEWAY_S: Final = 5.0  # tolerated clock skew between the signer and the gateway
+# A rep key's audience: a token with any `aud` is never accepted as a conversation token.
+REP_KEY_AUDIENCE: Final = "teleprompter:rep"
+MAX_REP_NAME_CHARS: Final = 128
 
 TokenErrorReason = Literal[
     "missing", "malformed", "bad_signature", "expired", "not_yet_valid", "wrong_conversation"
@@ -46,6 +49,17 @@ class TokenClaims:
 
     conversation_id: str
     rep: str | None
+    issued_at: int
+    expires_at: int
+    authenticated_at: int = 0
+    """When the chain of renewals this token belongs to began (its first `iat`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepClaims:
+    """What a valid rep key says: which rep signed in, until when."""
+
+    rep: str
     issued_at: int
     expires_at: int
 
@@ -115,8 +129,13 @@ class TokenSigner:
         ttl_s: float,
         rep: str | None = None,
         now: float | None = None,
+        authenticated_at: int | None = None,
     ) -> str:
-        """A token admitting `rep` to `conversation_id` for `ttl_s` seconds from `now`."""
+        """A token admitting `rep` to `conversation_id` for `ttl_s` seconds from `now`.
+
+        A renewed token passes on `authenticated_at` from the one it replaces, so the chain's
+        age stays known (the gateway caps it).
+        """
         _check_conversation_id(conversation_id)
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive (got {ttl_s})")
@@ -128,28 +147,39 @@ class TokenSigner:
         }
         if rep is not None:
             claims["rep"] = rep
+        if authenticated_at is not None:
+            claims["auth_time"] = authenticated_at  # the OpenID Connect claim of that name
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def issue_rep_key(self, rep: str, *, ttl_s: float, now: float | None = None) -> str:
+        """A rep key: signs `rep` in (to start conversations), never admits to one itself."""
+        if not rep or len(rep) > MAX_REP_NAME_CHARS:
+            raise ValueError(f"a rep name must be 1 to {MAX_REP_NAME_CHARS} characters")
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive (got {ttl_s})")
+        issued_at = int(time.time() if now is None else now)
+        claims: dict[str, object] = {
+            "sub": rep,
+            "aud": REP_KEY_AUDIENCE,
+            "iat": issued_at,
+            "exp": issued_at + max(1, round(ttl_s)),
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify_rep_key(self, token: str | None) -> RepClaims:
+        """The rep key's claims if it is genuine and current; conversation tokens are refused."""
+        if not token:
+            raise TokenError("missing", "no rep key given")
+        claims = self._decode(token, audience=REP_KEY_AUDIENCE)
+        return RepClaims(
+            rep=str(claims["sub"]), issued_at=int(claims["iat"]), expires_at=int(claims["exp"])
+        )
 
     def verify(self, token: str | None, *, conversation_id: str | None) -> TokenClaims:
         """The token's claims if it is genuine, current and bound to `conversation_id`."""
         if not token:
             raise TokenError("missing", "no token given")
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                leeway=self._leeway_s,
-                options={"require": ["sub", "iat", "exp"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("expired", "the token has expired") from None
-        except jwt.InvalidSignatureError:
-            raise TokenError("bad_signature", "the token's signature does not match") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("not_yet_valid", "the token was issued in the future") from None
-        except jwt.InvalidTokenError as exc:
-            raise TokenError("malformed", str(exc)) from None
+        claims = self._decode(token)
         rep = claims.get("rep")
         if rep is not None and not isinstance(rep, str):
             raise TokenError("malformed", "claim 'rep' must be a string")
@@ -157,12 +187,41 @@ class TokenSigner:
             raise TokenError("wrong_conversation", "no conversation_id given")
         if claims["sub"] != conversation_id:
             raise TokenError("wrong_conversation", "the token is for another conversation")
+        authenticated_at = claims.get("auth_time", claims["iat"])
+        if isinstance(authenticated_at, bool) or not isinstance(authenticated_at, int):
+            raise TokenError("malformed", "claim 'auth_time' must be an integer")
         return TokenClaims(
             conversation_id=claims["sub"],
             rep=rep,
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
+            authenticated_at=authenticated_at,
         )
+
+    def _decode(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        required = ["sub", "iat", "exp"] if audience is None else ["sub", "iat", "exp", "aud"]
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=audience,
+                leeway=self._leeway_s,
+                options={"require": required},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("expired", "the token has expired") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad_signature", "the token's signature does not match") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("not_yet_valid", "the token was issued in the future") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("malformed", "the token is for another use") from None
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("malformed", str(exc)) from None
+        if not isinstance(claims.get("sub"), str):
+            raise TokenError("malformed", "claim 'sub' must be a string")
+        return claims
 
 
 def _check_conversation_id(conversation_id: str) -> None:

@@ -1,4 +1,5 @@
-"""The gateway's aiohttp application: `/ws`, `/healthz`, `/metrics`, the rep's page."""
+"""The gateway's aiohttp application: `/ws`, `/healthz`, `/metrics`, the rep's page, token
+endpoints and `/twilio/media`."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from core.kafka.admin import KafkaAdminError, TopicAdmin
 from core.kafka.catalog import TopicCatalog
 from core.settings import Settings, SettingsError
 from core.tokens import TokenClaims, TokenError, TokenSigner, resolve_secret
+from gateway.conversation_tokens import ConversationTokens
 from gateway.event_producer import EventProducer
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.protocol import CLIENT_ID_PATTERN, ErrorMessage
-from gateway.rate_limit import ConversationRateLimit
+from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
 from gateway.reply_router import ReplyRouter, ReplyTopicError
 from gateway.session import CLOSE_UNAUTHORIZED, Session
+from gateway.telephony.media_stream import MediaStreamEndpoint
+from gateway.telephony.twilio import TwilioDialect
 from schemas.codec import EventCodec, default_codec
 
 logger = logging.getLogger(__name__)
@@ -105,6 +109,8 @@ class Gateway:
         )
         self._sessions: set[Session] = set()
         self._conversations: dict[str, Conversation] = {}
+        # Shared with the phone-call media streams of the same conversations.
+        self.rate_limits = ConversationRateLimits.from_settings(settings)
         self._ready = False
         self._ready_event = asyncio.Event()
         self._stopping = False
@@ -222,14 +228,7 @@ class Gateway:
         settings = self.settings
         conversation = self._conversations.get(claims.conversation_id)
         if conversation is None:
-            conversation = Conversation(
-                rate_limit=ConversationRateLimit(
-                    messages_per_s=settings.ws_rate_messages_per_s,
-                    burst_messages=settings.ws_rate_burst_messages,
-                    bytes_per_s=settings.ws_rate_bytes_per_s,
-                    burst_bytes=settings.ws_rate_burst_bytes,
-                )
-            )
+            conversation = Conversation(rate_limit=self.rate_limits.hold(claims.conversation_id))
             self._conversations[claims.conversation_id] = conversation
         session = Session(
             ws=ws,
@@ -293,6 +292,7 @@ class Gateway:
                 conversation.sessions.remove(session)
             if not conversation.sessions:
                 del self._conversations[session.conversation_id]
+                self.rate_limits.release(session.conversation_id)
 
     async def _receive(self, ws: web.WebSocketResponse, session: Session) -> None:
         async for frame in ws:
@@ -372,9 +372,10 @@ def create_app(
     close_timeout_s: float = 5.0,
 ) -> web.Application:
     """The gateway app; Kafka clients start with the app and stop with it."""
+    signer = signer or TokenSigner(resolve_secret(settings, create=True))
     gateway = Gateway(
         settings,
-        signer=signer or TokenSigner(resolve_secret(settings, create=True)),
+        signer=signer,
         codec=codec or default_codec(),
         metrics=metrics or GatewayMetrics(),
         static_dir=static_dir,
@@ -387,6 +388,21 @@ def create_app(
     app.router.add_get("/healthz", gateway.handle_healthz)
     app.router.add_get("/metrics", gateway.handle_metrics)
     app.router.add_get("/", gateway.handle_index)
+    tokens = ConversationTokens(settings=settings, signer=signer)
+    app.router.add_post("/conversations", tokens.handle_new_conversation)
+    app.router.add_post("/token", tokens.handle_renew)
+    twilio = MediaStreamEndpoint(
+        dialect=TwilioDialect(),
+        settings=settings,
+        signer=signer,
+        producer=gateway.producer,
+        catalog=gateway.catalog,
+        metrics=gateway.metrics,
+        rate_limits=gateway.rate_limits,
+        close_timeout_s=close_timeout_s,
+    )
+    app.router.add_get("/twilio/media", twilio.handle)
+    app.on_shutdown.append(twilio.shutdown)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir)
 

@@ -16,10 +16,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class AudioRange:
-    """Bytes [start, end) of the stream, sent to Kafka or refused; `settled` once decided."""
+    """Bytes [start, end) of the stream, sent to Kafka or refused; `settled` once decided.
+
+    `stream` is the tag of the stream it belongs to (None: a connection's untagged stream).
+    """
 
     start: int
     end: int
+    stream: int | None = None
     settled: bool = False
 
     @property
@@ -34,7 +38,8 @@ class AudioLedger:
     run of settled ranges.
     """
 
-    def __init__(self, *, offset: int = 0) -> None:
+    def __init__(self, *, offset: int = 0, stream: int | None = None) -> None:
+        self.stream = stream
         self.received = offset
         self.handed = offset
         self.settled = offset
@@ -54,7 +59,7 @@ class AudioLedger:
         """The next `size` received bytes leave the framer (a chunk to Kafka, or a refusal)."""
         if size > self.held:
             raise ValueError(f"only {self.held} bytes are held, not {size}")
-        piece = AudioRange(start=self.handed, end=self.handed + size)
+        piece = AudioRange(start=self.handed, end=self.handed + size, stream=self.stream)
         self.handed += size
         self._ranges.append(piece)
         return piece

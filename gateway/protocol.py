@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
 SAMPLE_RATES: Final = (8000, 16000)
+MAX_STREAM_TAG: Final = 255  # a stream tag is the first byte of each of its binary frames
 # `seq` and audio offsets are JSON numbers: keep them exact in every client language.
 MAX_SEQ: Final = 2**53 - 1
 # An error quotes at most this much of what the client sent, so a flood of bad 1 MB frames
@@ -96,14 +97,15 @@ class TranscriptChunk:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioConfig:
-    """How the binary frames that follow are encoded, and where in the client's audio stream
-    they start (`offset`, bytes; None continues the connection's count)."""
+    """How the binary frames that follow are encoded (with `stream`, those tagged with it),
+    and where in that audio stream they start (`offset`, bytes; None continues the count)."""
 
     type: ClassVar[str] = "audio_config"
 
     encoding: AudioEncoding = "pcm_s16le"
     sample_rate: int = 16000
     speaker: Speaker = "customer"
+    stream: int | None = None
     offset: int | None = None
     seq: int | None = None
 
@@ -285,9 +287,22 @@ def _audio_config(data: dict[str, Any], seq: int | None) -> AudioConfig:
         encoding=encoding,
         sample_rate=int(sample_rate),
         speaker=_speaker(data),
+        stream=_stream_tag(data),
         offset=_optional_count(data, "offset", code="bad_audio"),
         seq=seq,
     )
+
+
+def _stream_tag(data: dict[str, Any]) -> int | None:
+    tag = data.get("stream")
+    if tag is None:
+        return None
+    if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag <= MAX_STREAM_TAG:
+        raise ProtocolError(
+            "bad_audio",
+            f"'stream' must be an integer from 0 to {MAX_STREAM_TAG}, not {quote(tag)}",
+        )
+    return tag
 
 
 def _profile(data: dict[str, Any]) -> dict[str, Any]:
@@ -347,15 +362,25 @@ class Ready:
 
 @dataclass(frozen=True, kw_only=True)
 class Transcript:
-    """Speech the recogniser heard."""
+    """Speech the recogniser heard. A final with `revision` > 0 replaces the text of the earlier
+    final with the same `segment_id` (the recogniser re-decoded the whole utterance)."""
 
     speaker: Speaker
     text: str
     final: bool
+    segment_id: str = ""
+    revision: int = 0
 
     def to_json(self) -> str:
         return _dumps(
-            {"type": "transcript", "speaker": self.speaker, "text": self.text, "final": self.final}
+            {
+                "type": "transcript",
+                "speaker": self.speaker,
+                "text": self.text,
+                "final": self.final,
+                "segment_id": self.segment_id,
+                "revision": self.revision,
+            }
         )
 
 
@@ -449,7 +474,8 @@ class Throttled:
 class ErrorMessage:
     """A message the server could not take; the connection stays open.
 
-    `seq` names the client message; `audio_offset` and `audio_bytes` the audio refused.
+    `seq` names the client message; `audio_offset` and `audio_bytes` the audio refused, of
+    the tagged stream `stream` (None: the connection's one untagged stream).
     """
 
     code: ErrorCode
@@ -457,6 +483,7 @@ class ErrorMessage:
     seq: int | None = None
     audio_offset: int | None = None
     audio_bytes: int | None = None
+    stream: int | None = None
 
     def to_json(self) -> str:
         message = self.message
@@ -469,16 +496,20 @@ class ErrorMessage:
         if self.audio_offset is not None:
             payload["audio_offset"] = self.audio_offset
             payload["audio_bytes"] = self.audio_bytes or 0
+            if self.stream is not None:
+                payload["stream"] = self.stream
         return _dumps(payload)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Ack:
     """Kafka has stored a client message (`seq`), or every audio byte before `audio_offset`
-    has an outcome: stored, or refused by an `error` naming its range."""
+    has an outcome: stored, or refused by an `error` naming its range. Offsets count each
+    tagged `stream` on its own (None: the connection's one untagged stream)."""
 
     seq: int | None = None
     audio_offset: int | None = None
+    stream: int | None = None
 
     def to_json(self) -> str:
         payload: dict[str, Any] = {"type": "ack"}
@@ -486,6 +517,8 @@ class Ack:
             payload["seq"] = self.seq
         if self.audio_offset is not None:
             payload["audio_offset"] = self.audio_offset
+            if self.stream is not None:
+                payload["stream"] = self.stream
         return _dumps(payload)
 
 

@@ -65,7 +65,13 @@ def reply_message(event: Event) -> ServerMessage | None:
     if isinstance(event, LlmStatus):
         return Status(llm=event.llm, reason=event.reason)
     if isinstance(event, TranscriptSegment) and event.text:
-        return Transcript(speaker=event.speaker, text=event.text, final=event.final)
+        return Transcript(
+            speaker=event.speaker,
+            text=event.text,
+            final=event.final,
+            segment_id=event.segment_id,
+            revision=event.revision,
+        )
     return None
 
 
@@ -75,9 +81,12 @@ def _suggestion_message(event: SuggestionEvent) -> ServerMessage:
             turn_id=event.turn_id, seq=event.seq, text=event.text, full_text=event.full_text
         )
     if event.kind == "complete":
-        # The reply hop: from the worker's last stamp to this gateway handing it to sockets.
-        sent_ms = max(event.trace.values(), default=float(event.event_time_ms))
-        timings = {**event.timings, GATEWAY_OUT_STAGE: max(0.0, now_ms() - sent_ms)}
+        timings = dict(event.timings)
+        # A complete re-sent to a client that reconnected carries no trace: it was timed once.
+        if event.trace:
+            # The reply hop: from the worker's last stamp to this gateway handing it to sockets.
+            sent_ms = max(event.trace.values())
+            timings[GATEWAY_OUT_STAGE] = max(0.0, now_ms() - sent_ms)
         return SuggestionComplete(
             turn_id=event.turn_id, text=event.full_text or event.text, timings=timings
         )

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from core.kafka.catalog import TopicCatalog
 from core.tokens import TokenError
-from gateway.audio_framer import AudioFramer
-from gateway.audio_ledger import AudioLedger, AudioRange
+from gateway.audio_ledger import AudioRange
+from gateway.audio_streams import AudioRefusedError, AudioStreams
 from gateway.event_producer import Delivery, EventProducer, ProduceError
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -170,9 +170,9 @@ class Session:
     """One authenticated client connection and the conversation it speaks for.
 
     Every client message that carries `seq` is answered exactly once: `ack` when Kafka has
-    stored its event, or `error` naming it. Audio is acknowledged by byte offset (see
-    AudioLedger). Kafka retries are librdkafka's, bounded by the producer's delivery timeout
-    and by `max_unacked_bytes` per session.
+    stored its event, or `error` naming it. Audio is acknowledged by byte offset, per stream
+    (see AudioStreams and AudioLedger). Kafka retries are librdkafka's, bounded by the
+    producer's delivery timeout and by `max_unacked_bytes` per session.
     """
 
     def __init__(
@@ -224,14 +224,13 @@ class Session:
         self._segments = 0
         self._last_delivery_error = float("-inf")
         self._last_rate_limited = float("-inf")
-        self._audio_min_chunk_ms = audio_min_chunk_ms
-        self._audio_max_chunk_ms = audio_max_chunk_ms
-        self._audio_config = AudioConfig()
-        self._framer = self._new_framer(self._audio_config)
-        self._ledger = AudioLedger()
-        self._audio_acked = 0
-        self._audio_seq = 0
-        self._audio_tail_timer: asyncio.TimerHandle | None = None
+        self._audio = AudioStreams(
+            conversation_id=conversation_id,
+            session_id=self.session_id,
+            produce=self._produce_audio,
+            min_chunk_ms=audio_min_chunk_ms,
+            max_chunk_ms=audio_max_chunk_ms,
+        )
         self._route_connected = False
 
     @property
@@ -335,6 +334,7 @@ class Session:
                 # Offsets only mean something to a client that counts them (acked audio).
                 audio_offset=audio.start if audio is not None and self._acks_audio else None,
                 audio_bytes=audio.size if audio is not None and self._acks_audio else None,
+                stream=audio.stream if audio is not None and self._acks_audio else None,
             )
         )
 
@@ -342,11 +342,13 @@ class Session:
         self._metrics.acks.labels(kind="seq").inc()
         self.deliver(Ack(seq=seq))
 
-    def _ack_audio(self) -> None:
-        if self._acks_audio and self._ledger.settled > self._audio_acked:
-            self._audio_acked = self._ledger.settled
+    def _ack_audio(self, stream: int | None) -> None:
+        if not self._acks_audio:
+            return
+        offset = self._audio.take_ack(stream)
+        if offset is not None:
             self._metrics.acks.labels(kind="audio").inc()
-            self.deliver(Ack(audio_offset=self._audio_acked))
+            self.deliver(Ack(audio_offset=offset, stream=stream))
 
     # --- in: client to server ----------------------------------------------------------
 
@@ -403,7 +405,7 @@ class Session:
         self._produce(topic, event, received_at, what=message.type, size=size, seq=message.seq)
 
     def handle_binary(self, data: bytes) -> None:
-        """One binary frame: audio in the session's configured encoding."""
+        """One binary frame: audio of one of the session's streams (see gateway.audio_streams)."""
         if self.retiring:
             return
         received_at = time.perf_counter()
@@ -412,39 +414,25 @@ class Session:
         if self._ended:
             self._reject(ProtocolError("conversation_ended", "audio after 'end' is ignored"))
             return
-        if not data:
-            self._reject(ProtocolError("bad_audio", "empty audio frame"))
-            return
         refusal: ProtocolError | None = None
-        if self._rate_limit is not None and not self._rate_limit.admit(len(data)):
+        if data and self._rate_limit is not None and not self._rate_limit.admit(len(data)):
             refusal = _rate_limited(len(data), None)
-        else:
-            try:
-                chunks = self._framer.push(data)
-            except ValueError as exc:
-                refusal = ProtocolError("bad_audio", f"{exc} ({self._audio_config.encoding})")
-        if refusal is not None:
-            # What the framer holds came first: hand it on, so the refusal settles in order.
-            self._flush_audio_tail()
-            self._reject(refusal, audio=self._ledger.refuse(len(data)))
-            self._ack_audio()
-            return
-        self._ledger.receive(len(data))
-        for chunk in chunks:
-            self._produce_audio(chunk, received_at)
-        self._rearm_audio_tail_timer()
+        try:
+            self._audio.push(data, received_at, refusal=refusal)
+        except AudioRefusedError as exc:
+            self._reject(exc, audio=exc.refused)
+            self._ack_audio(exc.refused.stream)
+        except ProtocolError as exc:  # a frame of no stream: no offsets to name
+            self._reject(exc)
 
     def _configure_audio(self, config: AudioConfig) -> None:
-        self._flush_audio_tail()
-        if config.offset is not None and config.offset != self._ledger.received:
-            try:
-                self._ledger.skip_to(config.offset)
-            except ValueError as exc:
-                self._reject(ProtocolError("bad_audio", str(exc), seq=config.seq))
-                return
-            self._ack_audio()
-        self._audio_config = config
-        self._framer = self._new_framer(config)
+        try:
+            self._audio.configure(config)
+        except ProtocolError as exc:
+            exc.seq = config.seq
+            self._reject(exc)
+            return
+        self._ack_audio(config.stream)  # an `offset` past the stream settles the bytes between
         if config.seq is not None:
             self._ack(config.seq)  # nothing to store: it applies from the next frame
 
@@ -514,70 +502,24 @@ class Session:
 
     # --- audio -------------------------------------------------------------------------
 
-    def _new_framer(self, config: AudioConfig) -> AudioFramer:
-        return AudioFramer(
-            bytes_per_second=config.bytes_per_second,
-            bytes_per_sample=config.bytes_per_sample,
-            min_chunk_ms=self._audio_min_chunk_ms,
-            max_chunk_ms=self._audio_max_chunk_ms,
-        )
-
     def _produce_audio(
-        self, audio: bytes, received_at: float, *, end_of_stream: bool = False
+        self, chunk: AudioChunk, received_at: float, piece: AudioRange | None
     ) -> None:
-        config = self._audio_config
-        chunk = AudioChunk(
-            conversation_id=self.conversation_id,
-            session_id=self.session_id,
-            speaker=config.speaker,
-            seq=self._audio_seq,
-            encoding=config.encoding,
-            sample_rate=config.sample_rate,
-            audio=audio,
-            end_of_stream=end_of_stream,
-        )
-        self._audio_seq += 1
-        chunk.stamp("gateway_in")
-        piece = self._ledger.hand_on(len(audio)) if audio else None
+        size = 0 if piece is None else piece.size
         self._produce(
-            self._catalog.audio.name, chunk, received_at, what="audio", size=len(audio), audio=piece
+            self._catalog.audio.name, chunk, received_at, what="audio", size=size, audio=piece
         )
-
-    def _rearm_audio_tail_timer(self) -> None:
-        # A client that pauses must not leave its last words sitting in the framer.
-        self._cancel_audio_tail_timer()
-        if self._framer.pending_bytes:
-            self._audio_tail_timer = asyncio.get_running_loop().call_later(
-                self._audio_max_chunk_ms / 1000.0, self._flush_audio_tail
-            )
-
-    def _cancel_audio_tail_timer(self) -> None:
-        if self._audio_tail_timer is not None:
-            self._audio_tail_timer.cancel()
-            self._audio_tail_timer = None
-
-    def _flush_audio_tail(self) -> None:
-        self._cancel_audio_tail_timer()
-        tail = self._framer.flush()
-        if tail:
-            self._produce_audio(tail, time.perf_counter())
 
     def _end_audio_stream(self, *, keep_held: bool) -> None:
-        """This session's audio stream is over; a reconnect starts a new one (new session id).
+        """This session's audio streams are over; a reconnect starts new ones (new session id).
 
-        With `keep_held` False the audio the framer holds is dropped: it was never acked, and
+        With `keep_held` False the audio the framers hold is dropped: it was never acked, and
         a client that names itself resends it on its next connection.
         """
         if self._audio_stream_ended:
             return
         self._audio_stream_ended = True
-        if keep_held:
-            self._flush_audio_tail()
-        else:
-            self._cancel_audio_tail_timer()
-            self._framer.flush()
-        if self._audio_seq:
-            self._produce_audio(b"", time.perf_counter(), end_of_stream=True)
+        self._audio.end(time.perf_counter(), keep_held=keep_held)
 
     # --- Kafka -------------------------------------------------------------------------
 
@@ -646,8 +588,8 @@ class Session:
             if seq is not None:
                 self._ack(seq)
             elif audio is not None:
-                self._ledger.settle(audio)
-                self._ack_audio()
+                self._audio.settle(audio)
+                self._ack_audio(audio.stream)
             return
         # The producer has logged and counted it.
         assert isinstance(error, ProduceError)
@@ -658,7 +600,7 @@ class Session:
     ) -> None:
         """A message was not stored: say so, naming it, or (unnamed) at most once a second."""
         if audio is not None:
-            self._ledger.settle(audio)
+            self._audio.settle(audio)
         if self._closing:
             return
         named = seq is not None or (audio is not None and self._acks_audio)
@@ -666,7 +608,8 @@ class Session:
         if named or now - self._last_delivery_error >= DELIVERY_ERROR_INTERVAL_S:
             self._last_delivery_error = now
             self._reject(error, seq=seq, audio=audio if self._acks_audio else None)
-        self._ack_audio()
+        if audio is not None:
+            self._ack_audio(audio.stream)
 
     # --- ending ------------------------------------------------------------------------
 

@@ -74,6 +74,9 @@ class TranscriptSegment(Event):
     final: bool = True
     source: TranscriptSource = "text"
     end_of_conversation: bool = False
+    revision: int = 0
+    """0 for a segment's first final; a re-decode of the same segment (same `segment_id`)
+    comes again with a higher revision, whose text replaces the earlier ones."""
 
 
 @dataclass(kw_only=True)

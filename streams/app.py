@@ -50,6 +50,7 @@ from streams.llm_health import LlmHealth
 from streams.observability.metrics import WorkerMetrics
 from streams.prompt import Prompt, PromptBuilder
 from streams.routes import RouteBook
+from streams.speculation import Speculator
 from streams.state import ConversationTable
 from streams.suggester import SuggestionStreamer
 from streams.summarizer import RollingSummarizer
@@ -117,16 +118,32 @@ class SuggestionPipeline:
         self.coalescer_table = ConversationTable(self.app.Table("coalescer", **table_args))
         self.ledger = TurnLedger(ConversationTable(self.app.Table("turns", **table_args)))
         self.health = LlmHealth(probe=self.model.probe, on_change=self._tell_llm_state)
+        self.gate = AdmissionGate(
+            max_active=settings.llm_max_streams, max_waiting=settings.llm_max_waiting
+        )
+        # The LLM starts on words waiting for the turn pause: streams/speculation.py.
+        self.speculator = (
+            Speculator(
+                gate=self.gate,
+                prompt_for=self._suggestion_prompt,
+                stream=self._stream_prompt,
+                waiting=self.coalescer.waiting_segments,
+                pause_ms=settings.speculation_pause_ms,
+                on_end=self.metrics.speculation_ended,
+            )
+            if settings.speculative_suggestions
+            else None
+        )
         self.streamer = SuggestionStreamer(
-            gate=AdmissionGate(
-                max_active=settings.llm_max_streams, max_waiting=settings.llm_max_waiting
-            ),
+            gate=self.gate,
             compose=self._compose,
             publish=self._publish_suggestion,
+            redeliver=self._redeliver_suggestion,
             ledger=self.ledger,
             health=self.health,
             answer_window_s=settings.turn_recovery_window_s,
             delta_batch_s=settings.suggestion_batch_ms / 1000.0,
+            speculator=self.speculator,
         )
         self.summarizer = RollingSummarizer(
             builder=self.builder,
@@ -180,11 +197,12 @@ class SuggestionPipeline:
                 await self._end(cid, partition=partition)
                 continue
             if segment.final and segment.text.strip():
-                context = self.contexts.get(cid)
-                context.add_segment(segment)
+                context = self.contexts.record(segment)  # a revision replaces its segment's text
                 self.contexts.save(cid)
                 self.summarizer.consider(context)
             turn = self.coalescer.accept(segment, now_ms=_now_ms())
+            if self.speculator is not None:
+                self.speculator.heard(segment)
             if turn is not None:
                 await self._send_turns(cid)
             else:
@@ -248,6 +266,7 @@ class SuggestionPipeline:
             text=recognized.text,
             final=recognized.final,
             source="asr",
+            revision=recognized.revision,
         )
         if recognized.speech_end_wall_ms is not None:
             segment.trace["speech_end"] = recognized.speech_end_wall_ms
@@ -292,6 +311,8 @@ class SuggestionPipeline:
         self._known_partitions = set(assigned)
         if not lost:
             return
+        if self.speculator is not None:
+            self.speculator.forget(self.coalescer.in_partitions(lost))
         self.coalescer.forget(self.coalescer.in_partitions(lost))
         for cid in list(self.streamer.conversations()):
             if self.ledger.partition_of(cid) in lost:
@@ -325,6 +346,8 @@ class SuggestionPipeline:
         Their turns stay open in the table: whoever owns the partitions next ends them.
         """
         await self.streamer.close()
+        if self.speculator is not None:
+            await self.speculator.close()
         await self.summarizer.close()
         await self.health.close()
         await self.model.close()
@@ -357,6 +380,8 @@ class SuggestionPipeline:
             yield event, record.partition, record.offset
 
     async def _end(self, conversation_id: str, *, partition: int) -> None:
+        if self.speculator is not None:
+            self.speculator.drop(conversation_id, outcome="ended")
         await self.streamer.end(conversation_id)
         self.ledger.mark_ended(conversation_id, partition=partition, now_ms=_now_ms())
         self.summarizer.forget(conversation_id)
@@ -425,10 +450,15 @@ class SuggestionPipeline:
         topic = self.catalog.transcripts.name
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
-    async def _compose(self, turn: Turn) -> AsyncIterator[str]:
-        prompt = self.builder.suggestion(self.contexts.get(turn.conversation_id))
+    def _compose(self, turn: Turn) -> AsyncIterator[str]:
+        return self._stream_prompt(self._suggestion_prompt(turn.conversation_id), turn.turn_id)
+
+    def _suggestion_prompt(self, conversation_id: str) -> Prompt:
+        return self.builder.suggestion(self.contexts.get(conversation_id))
+
+    async def _stream_prompt(self, prompt: Prompt, request_id: str) -> AsyncIterator[str]:
         try:
-            async for fragment in self.model.stream(prompt, request_id=turn.turn_id):
+            async for fragment in self.model.stream(prompt, request_id=request_id):
                 yield fragment
         except LlmError as exc:
             self.metrics.llm_error(exc.kind)
@@ -448,6 +478,13 @@ class SuggestionPipeline:
             await self._send(route.reply_topic, event)
         if event.kind != "delta":
             await self._send(self.catalog.suggestions.name, event)
+
+    async def _redeliver_suggestion(self, event: SuggestionEvent) -> None:
+        """Again to the conversation's client only: not an outcome (the suggestions topic and
+        the metrics have it already)."""
+        route = self.routes.get(event.conversation_id)
+        if route is not None:
+            await self._send(route.reply_topic, event)
 
     async def _publish_summary(self, summary: ConversationSummary) -> None:
         await self._send(self.catalog.summaries.name, summary)

@@ -45,6 +45,8 @@ class _Conversation:
     seen: deque[str] = field(default_factory=deque)
     seen_bytes: int = 0
     pending: _Pending | None = None
+    # What the latest turn was made of, so that a revision of its words can supersede it.
+    made: _Pending | None = None
     # Turns emitted but not yet known to be on the turns topic: re-sent after a crash.
     outbox: list[Turn] = field(default_factory=list)
     ended: bool = False
@@ -62,6 +64,10 @@ class TurnCoalescer:
     the same segment id) so that they never contribute twice. A turn's id is derived from its
     conversation and segment ids, so a turn re-made from the same segments keeps its id.
     `snapshot` and `restore` carry a conversation's state through a worker's crash.
+
+    A revision (`segment.revision > 0`: speech recognition decoded the segment again) fixes the
+    segment's words where they wait, or, when the conversation's latest turn was made of them
+    and they changed, supersedes that turn: a new turn with the revised text.
     """
 
     def __init__(self, *, pause_ms: float = 600.0, max_seen_bytes: int = MAX_SEEN_BYTES) -> None:
@@ -99,18 +105,22 @@ class TurnCoalescer:
             state.seen_bytes -= len(state.seen.popleft())
         return True
 
-    def accept(self, segment: TranscriptSegment, *, now_ms: float) -> Turn | None:
+    # One early return per kind of segment reads more plainly than nested branches.
+    def accept(self, segment: TranscriptSegment, *, now_ms: float) -> Turn | None:  # noqa: PLR0911
         """Take one segment; return the turn it completes, if any."""
         cid = segment.conversation_id
         state = self._state(cid)
         if segment.end_of_conversation:
             state.pending = None
+            state.made = None
             state.ended = True
             return None
         state.ended = False
         if segment.speaker != "customer":
             return None
         text = segment.text.strip()
+        if segment.final and segment.revision > 0:
+            return self._revise(state, segment, text)
         pending = state.pending
         if not segment.final:
             if pending is not None:
@@ -130,6 +140,13 @@ class TurnCoalescer:
             return self._emit(cid, reason="sentence_end")
         pending.deadline_ms = now_ms + self._pause_ms
         return None
+
+    def waiting_segments(self, conversation_id: str) -> tuple[str, ...] | None:
+        """The segment ids of customer words waiting for a pause to become a turn, if any."""
+        state = self._conversations.get(conversation_id)
+        if state is None or state.pending is None or state.pending.deadline_ms is None:
+            return None
+        return tuple(state.pending.segment_ids)
 
     def next_deadline_ms(self) -> float | None:
         """When the earliest waiting turn is due, for the agent's timer."""
@@ -172,19 +189,12 @@ class TurnCoalescer:
         state = self._conversations.get(conversation_id)
         if state is None:
             return None
-        pending = state.pending
         return {
             "partition": state.partition,
             "offset": state.offset,
             "seen": list(state.seen),
-            "pending": None
-            if pending is None
-            else {
-                "texts": pending.texts,
-                "segment_ids": pending.segment_ids,
-                "deadline_ms": pending.deadline_ms,
-                "trace": pending.trace,
-            },
+            "pending": _pending_record(state.pending),
+            "made": _pending_record(state.made),
             "outbox": [turn_record(turn) for turn in state.outbox],
             "ended": state.ended,
         }
@@ -192,23 +202,13 @@ class TurnCoalescer:
     def restore(self, conversation_id: str, snapshot: dict[str, Any]) -> None:
         """Adopt a snapshot (after a restart or a rebalance), replacing what is in memory."""
         seen = deque(str(key) for key in snapshot.get("seen", ()))
-        pending_data = snapshot.get("pending")
-        pending = (
-            None
-            if not pending_data
-            else _Pending(
-                texts=list(pending_data["texts"]),
-                segment_ids=list(pending_data.get("segment_ids", ())),
-                deadline_ms=pending_data.get("deadline_ms"),
-                trace=dict(pending_data.get("trace", {})),
-            )
-        )
         self._conversations[conversation_id] = _Conversation(
             partition=snapshot.get("partition"),
             offset=int(snapshot.get("offset", -1)),
             seen=seen,
             seen_bytes=sum(len(key) for key in seen),
-            pending=pending,
+            pending=_pending_from_record(snapshot.get("pending")),
+            made=_pending_from_record(snapshot.get("made")),
             outbox=[turn_from_record(data) for data in snapshot.get("outbox", ())],
             ended=bool(snapshot.get("ended", False)),
         )
@@ -237,21 +237,88 @@ class TurnCoalescer:
         pending = state.pending
         assert pending is not None
         state.pending = None
+        state.made = _Pending(texts=list(pending.texts), segment_ids=list(pending.segment_ids))
+        return self._turn(state, conversation_id, pending, ids=pending.segment_ids, reason=reason)
+
+    def _revise(self, state: _Conversation, segment: TranscriptSegment, text: str) -> Turn | None:
+        """A re-decoded segment: fix it where it waits, or supersede the turn it was part of.
+
+        Only the conversation's latest turn is superseded (a newer turn already answers what
+        came after), and only when the words it was made of changed.
+        """
+        for made, is_turn in ((state.pending, False), (state.made, True)):
+            if made is None or segment.segment_id not in made.segment_ids:
+                continue
+            index = made.segment_ids.index(segment.segment_id)
+            if not text or made.texts[index] == text:
+                return None
+            made.texts[index] = text
+            if not is_turn:
+                return None
+            made.trace = dict(segment.trace)
+            # The revised turn is made of the same segments as the one it supersedes, so its id
+            # also names the revision: a redelivered revision re-makes the same turn.
+            revision = f"{segment.segment_id}#r{segment.revision}"
+            return self._turn(
+                state,
+                segment.conversation_id,
+                made,
+                ids=[*made.segment_ids, revision],
+                reason="sentence_end",
+            )
+        return None
+
+    def _turn(
+        self,
+        state: _Conversation,
+        conversation_id: str,
+        made: _Pending,
+        *,
+        ids: list[str],
+        reason: TurnReason,
+    ) -> Turn:
         turn = Turn(
             conversation_id=conversation_id,
-            turn_id=turn_id_for(conversation_id, pending.segment_ids),
-            text=pending.text,
+            turn_id=turn_id_for(conversation_id, ids),
+            text=made.text,
             reason=reason,
-            segment_ids=list(pending.segment_ids),
-            trace=pending.trace,
+            segment_ids=list(made.segment_ids),
+            trace=dict(made.trace),
         )
         state.outbox.append(turn)
         return turn
 
 
 def segment_key(segment: TranscriptSegment) -> str:
-    """What makes two final transcript records the same segment (a resend or a redelivery)."""
+    """What makes two final transcript records the same segment (a resend or a redelivery).
+
+    A revision re-decodes a segment under its id; each revision is a segment of its own.
+    """
+    if segment.revision > 0:
+        return f"{segment.segment_id}#r{segment.revision}"
     return segment.segment_id
+
+
+def _pending_record(pending: _Pending | None) -> dict[str, Any] | None:
+    if pending is None:
+        return None
+    return {
+        "texts": pending.texts,
+        "segment_ids": pending.segment_ids,
+        "deadline_ms": pending.deadline_ms,
+        "trace": pending.trace,
+    }
+
+
+def _pending_from_record(data: dict[str, Any] | None) -> _Pending | None:
+    if not data:
+        return None
+    return _Pending(
+        texts=list(data["texts"]),
+        segment_ids=list(data.get("segment_ids", ())),
+        deadline_ms=data.get("deadline_ms"),
+        trace=dict(data.get("trace", {})),
+    )
 
 
 def turn_id_for(conversation_id: str, segment_ids: list[str]) -> str:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, Final
 
+from schemas.events import TranscriptSegment
 from streams.prompt import ConversationContext, ProfileError
 
 logger = logging.getLogger(__name__)
+
+SEGMENTS_REVISABLE: Final = 8
+"""Per conversation, the newest final segments whose text a revision can still replace."""
 
 
 class ContextStore:
@@ -27,6 +32,7 @@ class ContextStore:
         self._live: dict[str, ConversationContext] = {}
         self._profiles: dict[str, str] = {}
         self._touched: dict[str, float] = {}
+        self._segments: dict[str, OrderedDict[str, str]] = {}  # segment id -> text in context
 
     def __len__(self) -> int:
         return len(self._live)
@@ -38,6 +44,49 @@ class ContextStore:
         if context is None:
             context = self._live[conversation_id] = self._restore(conversation_id)
         return context
+
+    def record(self, segment: TranscriptSegment) -> ConversationContext:
+        """Add a final segment to its conversation's context and return the context.
+
+        A revision (`segment.revision > 0`) of a recent segment replaces the text that segment
+        added, rather than adding it again. Must run inside an agent, as `save` does.
+        """
+        cid = segment.conversation_id
+        context = self.get(cid)
+        texts = self._segments.setdefault(cid, OrderedDict())
+        previous = texts.get(segment.segment_id) if segment.revision > 0 else None
+        if previous is None:
+            context.add_segment(segment)
+        elif previous != segment.text:
+            context = self._replace(cid, segment.speaker, previous, segment.text) or context
+        texts[segment.segment_id] = segment.text
+        texts.move_to_end(segment.segment_id)
+        while len(texts) > SEGMENTS_REVISABLE:
+            texts.popitem(last=False)
+        return context
+
+    def _replace(self, cid: str, speaker: str, old: str, new: str) -> ConversationContext | None:
+        """The context rebuilt with `old` replaced by `new` in the speaker's newest line holding it.
+
+        Rebuilt from its snapshot, as a restarted worker would: lines stay in the same order,
+        merged the same way. None when no line holds `old` any more (summarised away).
+        """
+        old, new = " ".join(old.split()), " ".join(new.split())
+        self.save(cid)
+        snapshot = dict(self._table[cid])
+        replaced = False
+        for key in ("lines", "unsummarized"):
+            for line in reversed(snapshot[key]):
+                at = line[1].rfind(old) if line[0] == speaker else -1
+                if at >= 0:
+                    line[1] = line[1][:at] + new + line[1][at + len(old) :]
+                    replaced = True
+                    break
+        if not replaced:
+            return None
+        self._table[cid] = snapshot
+        self._live.pop(cid, None)
+        return self.get(cid)
 
     def set_profile(self, conversation_id: str, profile_json: str) -> None:
         context = self.get(conversation_id)
@@ -66,6 +115,7 @@ class ContextStore:
         self._live.pop(conversation_id, None)
         self._profiles.pop(conversation_id, None)
         self._touched.pop(conversation_id, None)
+        self._segments.pop(conversation_id, None)
         self._table.pop(conversation_id, None)
 
     def idle(self, *, idle_s: float) -> Iterator[str]:

@@ -15,6 +15,7 @@ from streams.admission import AdmissionGate, AdmissionRefusedError
 from streams.ledger import OpenTurn, TurnLedger
 from streams.llm import LlmError
 from streams.llm_health import LlmHealth
+from streams.speculation import Speculation, Speculator
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,15 @@ class SuggestionStreamer:
 
     With a `ledger`, a turn is answered at most once (one delivered again is skipped), and the
     open turn is durable, so that after a crash the partition's next owner ends it (`recover`).
+
+    `resume` (the conversation moved to a new session) re-sends what that session may have
+    missed through `redeliver` (to the client only; `publish` by default): the in-flight
+    suggestion's text so far, or, when none is in flight, how the last one ended, since a
+    suggestion can end in the gap between the old socket closing and the new one opening.
+    Neither is a new outcome: the turn's one outcome was published (and recorded) already.
+
+    With a `speculator`, a turn whose prompt a speculation was already answering takes that
+    stream (and its LLM slot) instead of asking the LLM again: streams/speculation.py.
     """
 
     def __init__(
@@ -92,16 +102,20 @@ class SuggestionStreamer:
         gate: AdmissionGate,
         compose: Compose,
         publish: Publish,
+        redeliver: Publish | None = None,
         ledger: TurnLedger | None = None,
         health: LlmHealth | None = None,
         answer_window_s: float = RECOVERY_ANSWER_WINDOW_S,
         delta_batch_s: float = DELTA_BATCH_S,
+        speculator: Speculator | None = None,
     ) -> None:
         if delta_batch_s < 0:
             raise ValueError(f"delta_batch_s must not be negative (got {delta_batch_s})")
         self._gate = gate
+        self._speculator = speculator
         self._compose = compose
         self._publish = publish
+        self._redeliver = redeliver or publish
         self._ledger = ledger
         self._health = health
         self._answer_window_s = answer_window_s
@@ -109,6 +123,9 @@ class SuggestionStreamer:
         self._in_flight: dict[str, _InFlight] = {}
         # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
         self._taking: set[str] = set()
+        # conversation -> how its last suggestion ended, as a reconnecting client is told it;
+        # in memory only: a reconnect is answered by the worker that saw the end.
+        self._last_endings: dict[str, tuple[SuggestionEvent, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -137,6 +154,8 @@ class SuggestionStreamer:
             turn = await self._end_current(turn)
         finally:
             self._taking.discard(turn.conversation_id)
+        # The new suggestion is what a reconnecting client needs now.
+        self._last_endings.pop(turn.conversation_id, None)
         if self._ledger is not None:
             self._ledger.open(turn, partition=partition, opened_ms=now_ms(), offset=offset)
         task = asyncio.get_running_loop().create_task(
@@ -187,15 +206,21 @@ class SuggestionStreamer:
         await self.submit(retry, partition=orphan.partition)
 
     async def resume(self, conversation_id: str) -> None:
-        """Re-send the in-flight suggestion's text so far (its route changed): what its deltas
-        carried, under the last delta's seq, so the deltas that follow continue it exactly."""
+        """Re-send the in-flight suggestion's text so far, or how the last one ended (its
+        route changed). The text so far is what its deltas carried, under the last delta's seq,
+        so the deltas that follow continue it exactly."""
         flight = self._in_flight.get(conversation_id)
-        if flight is not None and flight.seq > 0:
-            shown = flight.text[: flight.shown]
-            await self._publish(self._event(flight, kind="delta", text=shown))
+        if flight is not None:
+            if flight.seq > 0:
+                shown = flight.text[: flight.shown]
+                await self._redeliver(self._event(flight, kind="delta", text=shown))
+            return
+        for event in self._last_endings.get(conversation_id, ()):
+            await self._redeliver(event)
 
     async def end(self, conversation_id: str) -> None:
         """The conversation ended: its in-flight suggestion is cancelled (`conversation_ended`)."""
+        self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.cancel()
@@ -205,6 +230,7 @@ class SuggestionStreamer:
     def forget(self, conversation_id: str) -> None:
         """Stop the conversation's suggestion without a word: another worker takes it over
         (its turn stays open in the ledger, and that worker ends it)."""
+        self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
             flight.cancel()
@@ -213,6 +239,7 @@ class SuggestionStreamer:
         """Stop every stream; their turns stay open in the ledger for the next owner."""
         flights = list(self._in_flight.values())
         self._in_flight.clear()
+        self._last_endings.clear()
         for flight in flights:
             flight.cancel()
         tasks = [t for flight in flights for t in (flight.task, flight.reader) if t is not None]
@@ -224,15 +251,16 @@ class SuggestionStreamer:
     async def _stream(self, turn: Turn) -> None:
         cid = turn.conversation_id
         reader: asyncio.Task[None] | None = None
+        speculation = self._speculator.claim(turn) if self._speculator is not None else None
         try:
-            async with self._gate.slot():
+            async with self._llm_slot(speculation):
                 flight = self._in_flight.get(cid)
                 if flight is None or flight.turn.turn_id != turn.turn_id:
                     return
-                turn.stamp("llm_request")
                 arrived, ended = asyncio.Event(), asyncio.Event()
                 reader = flight.reader = asyncio.get_running_loop().create_task(
-                    self._read(flight, arrived, ended), name=f"llm-{cid}"
+                    self._read(flight, self._fragments(turn, speculation), arrived, ended),
+                    name=f"llm-{cid}",
                 )
                 await self._send_deltas(flight, arrived, ended)
                 await reader  # done: raises the LLM's error, if it failed
@@ -259,16 +287,23 @@ class SuggestionStreamer:
             if current is not None and current.turn.turn_id == turn.turn_id:
                 del self._in_flight[cid]
 
-    async def _read(self, flight: _InFlight, arrived: asyncio.Event, ended: asyncio.Event) -> None:
+    async def _read(
+        self,
+        flight: _InFlight,
+        fragments: AsyncIterator[str],
+        arrived: asyncio.Event,
+        ended: asyncio.Event,
+    ) -> None:
         """The LLM's answer into `flight.text`; the first fragment is published at once, and
         `arrived` tells `_send_deltas` of every later one, `ended` of the end."""
         try:
-            async for fragment in self._compose(flight.turn):
+            async for fragment in fragments:
                 if not fragment:
                     continue
                 flight.text += fragment
                 if flight.seq == 0:
-                    flight.turn.stamp("llm_first_token")
+                    # An adopted speculation's first token may predate the turn: kept as is.
+                    flight.turn.trace.setdefault("llm_first_token", now_ms())
                     if self._health is not None:
                         self._health.succeeded()
                     await self._publish_delta(flight)
@@ -302,6 +337,25 @@ class SuggestionStreamer:
         flight.seq += 1
         await self._publish(self._event(flight, kind="delta", text=fragment))
 
+    @contextlib.asynccontextmanager
+    async def _llm_slot(self, speculation: Speculation | None) -> AsyncIterator[None]:
+        """A stream slot for the body: a new one, or the one the adopted speculation holds
+        (whose LLM stream is closed when the body ends, however it ends)."""
+        if speculation is None:
+            async with self._gate.slot():
+                yield
+            return
+        try:
+            yield
+        finally:
+            speculation.close()
+
+    def _fragments(self, turn: Turn, speculation: Speculation | None) -> AsyncIterator[str]:
+        if speculation is not None:
+            return speculation.adopt(turn)
+        turn.stamp("llm_request")
+        return self._compose(turn)
+
     async def _fail(self, turn: Turn, *, reason: str) -> None:
         failed = self._in_flight.get(turn.conversation_id)
         if failed is not None and failed.turn.turn_id == turn.turn_id:
@@ -310,10 +364,27 @@ class SuggestionStreamer:
     async def _finish(
         self, flight: _InFlight, *, kind: SuggestionKind, text: str = "", reason: str = ""
     ) -> None:
+        outcome = self._event(flight, kind=kind, text=text, reason=reason)
+        if kind != "cancelled":
+            self._keep_ending(flight, outcome)
         # Published first, recorded second: a crash in between can only add a second outcome
         # (worker_lost) to an ended turn, never leave one without any.
-        await self._publish(self._event(flight, kind=kind, text=text, reason=reason))
+        await self._publish(outcome)
         self._close(flight.turn)
+
+    def _keep_ending(self, flight: _InFlight, outcome: SuggestionEvent) -> None:
+        """Keep how `flight` ended until the next turn, for a client that reconnects after it:
+        the whole text first (the delta a reconnecting client gets), then the outcome.
+
+        A superseded suggestion is not kept: the next one is already on its way. The copies
+        carry no trace or timings: they are not a second outcome, and nothing times them again.
+        """
+        replay = [outcome]
+        if flight.seq:
+            replay.insert(0, self._event(flight, kind="delta", text=flight.text[: flight.shown]))
+        self._last_endings[flight.turn.conversation_id] = tuple(
+            replace(event, trace={}, timings={}) for event in replay
+        )
 
     def _close(self, turn: Turn) -> None:
         if self._ledger is not None:

@@ -206,21 +206,40 @@ def topics_describe(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--conversation", required=True, help="The conversation the token is bound to.")
+@click.option("--conversation", default=None, help="The conversation the token is bound to.")
 @click.option("--rep", default=None, help="The rep's name, carried in the token.")
+@click.option(
+    "--rep-key",
+    is_flag=True,
+    help="Print a rep key for --rep instead: it signs the rep in to start conversations.",
+)
 @click.option("--ttl", type=float, default=None, help="Lifetime in seconds (8 h).")
 @data_dir_option
 @click.pass_context
 def token(
-    ctx: click.Context, conversation: str, rep: str | None, ttl: float | None, data_dir: Path | None
+    ctx: click.Context,
+    conversation: str | None,
+    rep: str | None,
+    rep_key: bool,
+    ttl: float | None,
+    data_dir: Path | None,
 ) -> None:
-    """Print a signed client token for one conversation."""
+    """Print a signed client token for one conversation (or a rep key)."""
     from core.tokens import SecretError, TokenSigner, resolve_secret  # noqa: PLC0415  # PyJWT only here
 
+    if rep_key and (rep is None or conversation is not None):
+        raise click.UsageError("--rep-key needs --rep and no --conversation")
+    if not rep_key and conversation is None:
+        raise click.UsageError("--conversation is required (or --rep NAME --rep-key)")
     settings = settings_from_flags(ctx, token_ttl_s=ttl, data_dir=data_dir)
     try:
         signer = TokenSigner(resolve_secret(settings))
-        click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
+        if rep_key:
+            assert rep is not None
+            click.echo(signer.issue_rep_key(rep, ttl_s=settings.token_ttl_s))
+        else:
+            assert conversation is not None
+            click.echo(signer.issue(conversation, rep=rep, ttl_s=settings.token_ttl_s))
     except (SecretError, ValueError) as exc:
         click.echo(f"teleprompter: {exc}", err=True)
         ctx.exit(EXIT_BAD_SETTINGS)
@@ -270,6 +289,19 @@ def token(
     show_default=True,
     help="Seconds after which an unanswered turn counts as lost.",
 )
+@click.option(
+    "--speculative/--no-speculative",
+    default=None,
+    help="Speculative suggestions in the system the bench starts (default: the setting, on).",
+)
+@click.option(
+    "--unpunctuated",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="Share of customer lines typed without punctuation: they wait for the turn pause, "
+    "and one with a comma comes as two finals a short pause apart.",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -284,10 +316,20 @@ def bench(
     baseline: bool,
     workers: int | None,
     deadline: float,
+    speculative: bool | None,
+    unpunctuated: float,
 ) -> None:
     """Latency and load benchmark: N simulated conversations, open loop, with the LLM floor."""
     from teleprompter.bench.run import BenchOptions, run  # noqa: PLC0415  # loads the stack
 
+    if url is not None and speculative is not None:
+        fail(
+            ctx,
+            "--speculative/--no-speculative sets up a system the bench starts; with --url, set "
+            "TELEPROMPTER_SPECULATIVE_SUGGESTIONS on the workers of that system",
+        )
+    if mode == "audio" and unpunctuated:
+        fail(ctx, "--unpunctuated is for typed transcripts (--mode transcript)")
     settings = settings_from_flags(ctx)
     options = BenchOptions(
         url=url,
@@ -300,6 +342,8 @@ def bench(
         baseline=baseline,
         deadline_s=deadline,
         workers=workers,
+        speculative=speculative,
+        unpunctuated=unpunctuated,
     )
     use_uvloop()  # the load generator too: its CPU per turn is part of the report
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))

@@ -133,6 +133,11 @@ class LocalSystem:
         signer = TokenSigner(resolve_secret(self.resolved))
         return signer.issue(conversation_id, rep=rep, ttl_s=self.resolved.token_ttl_s)
 
+    def rep_key(self, rep: str) -> str:
+        """A rep key: signs `rep` in to the page, which can then start conversations."""
+        signer = TokenSigner(resolve_secret(self.resolved))
+        return signer.issue_rep_key(rep, ttl_s=self.resolved.token_ttl_s)
+
     def connect_query(self, conversation_id: str, *, rep: str | None = None) -> str:
         """The query string that opens the page or the WebSocket for one conversation."""
         return f"conversation_id={conversation_id}&token={self.token(conversation_id, rep=rep)}"

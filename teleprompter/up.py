@@ -62,6 +62,8 @@ def _announce(system: LocalSystem) -> None:
     click.echo("")
     click.echo("teleprompter is up.")
     click.echo(f"  page:      {system.http_url}/?{query}")
+    # Dev mode signs a rep in: the key rides in the fragment, which never reaches a server log.
+    click.echo(f"  signed in: {system.http_url}/#rep_key={system.rep_key('dev')}")
     click.echo(f"  websocket: {system.ws_url}?{query}")
     click.echo(f"  token:     {query.split('token=', 1)[1]}")
     s = system.settings

@@ -3,10 +3,14 @@
  * the server has not acknowledged.
  *
  * "live" means the server sent `ready` on this connection. Every JSON message gets a `seq`
- * and every audio byte an offset in this page's audio stream; both are kept until the server
- * acks them (Kafka has stored them), and resent, in their order, after a reconnect. The
- * gateway names segments `client_id:seq`, so a resend never makes a second turn. What waits
- * is bounded in bytes: beyond that the oldest is dropped, and counted.
+ * and every audio byte an offset in its audio stream; both are kept until the server acks them
+ * (Kafka has stored them), and resent, in their order, after a reconnect. The gateway names
+ * segments `client_id:seq`, so a resend never makes a second turn. What waits is bounded in
+ * bytes: beyond that the oldest is dropped, and counted.
+ *
+ * Audio is one untagged stream, or several tagged ones (`sendAudio(pcm, tag)`: the tag byte
+ * goes in front of each frame). Each stream counts its own offsets, over its audio bytes
+ * only, as the gateway does; its acks and errors name it with `stream`.
  */
 
 export const CloseCode = Object.freeze({
@@ -32,6 +36,9 @@ const FINAL_CLOSE_CODES = new Map([
   [CloseCode.REPLACED, "rejected"],
 ]);
 
+/** The key of the one untagged audio stream (a tagged stream's key is its tag). */
+const UNTAGGED = null;
+
 /** 128 random bits as hex: `crypto.randomUUID` needs a secure context, this does not. */
 function randomClientId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -40,7 +47,7 @@ function randomClientId() {
 
 /**
  * @typedef {object} SocketState
- * @property {"connecting"|"live"|"reconnecting"|"unauthorized"|"rejected"|"closed"} name
+ * @property {"connecting"|"live"|"reconnecting"|"unauthorized"|"expired"|"rejected"|"closed"} name
  * @property {number} [retryAt] - epoch ms of the next attempt, when reconnecting
  * @property {number} [code] - the close code that led here
  * @property {string} [reason] - the close reason the server gave
@@ -52,8 +59,17 @@ function randomClientId() {
  * @property {string|ArrayBuffer} data - what goes on the wire
  * @property {number} bytes
  * @property {number} [seq] - a message's
- * @property {number} [offset] - a frame's first byte in the audio stream
+ * @property {number} [offset] - a frame's first byte in its audio stream
+ * @property {number|null} [stream] - a frame's stream tag (null: untagged)
  */
+
+/** One frame of a tagged stream: its tag byte, then its audio. */
+function tagged(tag, pcm) {
+  const frame = new Uint8Array(pcm.byteLength + 1);
+  frame[0] = tag;
+  frame.set(new Uint8Array(pcm), 1);
+  return frame.buffer;
+}
 
 export class ConversationSocket {
   /**
@@ -66,8 +82,8 @@ export class ConversationSocket {
    *   (sent right after `ready`, before anything resent; an `audio_config` among them is told
    *   where the resent audio starts)
    * @param {number} [options.maxUnackedMessageBytes] - JSON kept for resending
-   * @param {number} [options.maxUnackedAudioBytes] - audio kept for resending (15 s of
-   *   16 kHz PCM by default: a Kafka outage that long loses nothing)
+   * @param {number} [options.maxUnackedAudioBytes] - audio kept for resending, per stream
+   *   (15 s of 16 kHz PCM by default: a Kafka outage that long loses nothing)
    * @param {number} [options.maxBufferedBytes] - beyond this in the browser's send buffer, new
    *   audio frames are dropped (counted) rather than queued behind a stalled link
    */
@@ -91,10 +107,13 @@ export class ConversationSocket {
     this.greeting = greeting;
     this.initialDelayMs = initialDelayMs;
     this.maxDelayMs = maxDelayMs;
-    this.maxUnackedBytes = { message: maxUnackedMessageBytes, frame: maxUnackedAudioBytes };
+    this.maxUnackedMessageBytes = maxUnackedMessageBytes;
+    this.maxUnackedAudioBytes = maxUnackedAudioBytes;
     this.maxBufferedBytes = maxBufferedBytes;
 
     this.ws = null;
+    /** The URL whose token the current session lives by (opened with, or renewed to). */
+    this.sessionUrl = null;
     this.state = { name: "connecting" };
     this.failures = 0;
     this.liveSince = 0;
@@ -102,16 +121,20 @@ export class ConversationSocket {
     this.stopped = false;
     /** @type {Unacked[]} in the order they were first sent */
     this.unacked = [];
-    this.unackedBytes = { message: 0, frame: 0 };
+    this.unackedMessageBytes = 0;
+    /** @type {Map<number|null, number>} per stream: unacked audio bytes */
+    this.unackedAudioBytes = new Map();
     this.nextSeq = 0;
-    this.audioOffset = 0;
+    /** @type {Map<number|null, number>} per stream: the offset of its next byte */
+    this.audioOffsets = new Map();
     this.droppedFrames = 0;
     this.droppedMessages = 0;
     this.onOnline = () => this.#retryNow();
   }
 
   get live() {
-    return this.state.name === "live";
+    // Between the server's close frame and the close event the socket is CLOSING: not live.
+    return this.state.name === "live" && this.ws?.readyState === WebSocket.OPEN;
   }
 
   /** Audio frames not yet acknowledged: the next session resends them. */
@@ -123,6 +146,27 @@ export class ConversationSocket {
     this.stopped = false;
     window.addEventListener("online", this.onOnline);
     this.#open();
+  }
+
+  /**
+   * A renewed token: the live session is told in-band (`token`), so it lives until the new one
+   * expires, and every later connection opens with it.
+   */
+  renew(token) {
+    const url = new URL(this.url);
+    url.searchParams.set("token", token);
+    this.url = url.toString();
+    // A session not yet live hears it right after its `ready`.
+    if (this.live) this.#sendToken(this.ws);
+  }
+
+  /** The current token to a session opened with (or renewed to) an older one. */
+  #sendToken(ws) {
+    if (this.sessionUrl === this.url) return;
+    const token = new URL(this.url).searchParams.get("token");
+    // Not kept for resending: a new connection presents the new token itself.
+    ws.send(JSON.stringify({ type: "token", token, seq: this.nextSeq++ }));
+    this.sessionUrl = this.url;
   }
 
   /** Closes for good: no reconnect. */
@@ -138,61 +182,99 @@ export class ConversationSocket {
   sendJson(message) {
     const seq = this.nextSeq++;
     const stamped = { ...message, seq };
-    if (message.type === "audio_config" && this.audioOffset > 0) stamped.offset = this.audioOffset;
+    if (message.type === "audio_config") {
+      const offset = this.audioOffsets.get(message.stream ?? UNTAGGED) ?? 0;
+      if (offset > 0) stamped.offset = offset;
+    }
     const data = JSON.stringify(stamped);
     this.#keep({ kind: "message", data, bytes: UTF8.encode(data).length, seq });
     if (this.live) this.ws.send(data);
   }
 
-  /** Sends one audio frame now if live, and keeps it (bounded) until the server acks it. */
-  sendAudio(pcm) {
+  /**
+   * Sends one audio frame of stream `tag` (omitted: the untagged stream) now if live, and keeps
+   * it (bounded) until the server acks it.
+   */
+  sendAudio(pcm, tag = UNTAGGED) {
     if (this.live && this.ws.bufferedAmount > this.maxBufferedBytes) {
       // The link cannot keep up: this frame never joins the stream (offsets skip nothing).
       this.droppedFrames += 1;
       return;
     }
-    const offset = this.audioOffset;
-    this.audioOffset += pcm.byteLength;
-    this.#keep({ kind: "frame", data: pcm, bytes: pcm.byteLength, offset });
-    if (this.live) this.ws.send(pcm);
+    const stream = tag ?? UNTAGGED;
+    const offset = this.audioOffsets.get(stream) ?? 0;
+    this.audioOffsets.set(stream, offset + pcm.byteLength);
+    const data = stream === UNTAGGED ? pcm : tagged(stream, pcm);
+    this.#keep({ kind: "frame", data, bytes: pcm.byteLength, offset, stream });
+    if (this.live) this.ws.send(data);
   }
 
   #keep(item) {
     this.unacked.push(item);
-    this.unackedBytes[item.kind] += item.bytes;
-    while (this.unackedBytes[item.kind] > this.maxUnackedBytes[item.kind]) {
-      const oldest = this.unacked.findIndex((kept) => kept.kind === item.kind);
-      const [dropped] = this.unacked.splice(oldest, 1);
-      this.unackedBytes[item.kind] -= dropped.bytes;
-      if (item.kind === "frame") this.droppedFrames += 1;
-      else this.droppedMessages += 1;
+    if (item.kind === "message") {
+      this.unackedMessageBytes += item.bytes;
+      while (this.unackedMessageBytes > this.maxUnackedMessageBytes) {
+        this.#dropOldest((kept) => kept.kind === "message");
+        this.droppedMessages += 1;
+      }
+      return;
+    }
+    const stream = item.stream;
+    this.#addAudioBytes(stream, item.bytes);
+    while (this.unackedAudioBytes.get(stream) > this.maxUnackedAudioBytes) {
+      this.#dropOldest((kept) => kept.kind === "frame" && kept.stream === stream);
+      this.droppedFrames += 1;
     }
   }
 
-  /** An ack or an error naming a seq settles that message; an audio ack every byte before it. */
+  #dropOldest(matches) {
+    const [dropped] = this.unacked.splice(this.unacked.findIndex(matches), 1);
+    this.#forget(dropped);
+  }
+
+  #forget(item) {
+    if (item.kind === "message") this.unackedMessageBytes -= item.bytes;
+    else this.#addAudioBytes(item.stream, -item.bytes);
+  }
+
+  #addAudioBytes(stream, bytes) {
+    this.unackedAudioBytes.set(stream, (this.unackedAudioBytes.get(stream) ?? 0) + bytes);
+  }
+
+  /**
+   * An ack or an error naming a seq settles that message; an audio ack (or error) of a stream
+   * every byte of that stream before its `audio_offset`.
+   */
   #settle(message) {
+    if (message.seq === undefined && message.audio_offset === undefined) return;
+    const stream = message.stream ?? UNTAGGED;
     const settled = (item) =>
       item.kind === "message"
         ? item.seq === message.seq
-        : message.audio_offset !== undefined && item.offset + item.bytes <= message.audio_offset;
-    if (message.seq === undefined && message.audio_offset === undefined) return;
+        : message.audio_offset !== undefined &&
+          item.stream === stream &&
+          item.offset + item.bytes <= message.audio_offset;
     this.unacked = this.unacked.filter((item) => {
       if (!settled(item)) return true;
-      this.unackedBytes[item.kind] -= item.bytes;
+      this.#forget(item);
       return false;
     });
   }
 
   /** A new session: the greeting, then everything unacked, in its original order. */
   #resend(ws) {
-    const firstFrame = this.unacked.find((item) => item.kind === "frame");
-    const resumeAt = firstFrame ? firstFrame.offset : this.audioOffset;
     for (const first of this.greeting()) {
-      const announced =
-        first.type === "audio_config" && resumeAt > 0 ? { ...first, offset: resumeAt } : first;
-      ws.send(JSON.stringify(announced));
+      const resumeAt =
+        first.type === "audio_config" ? this.#resumeAt(first.stream ?? UNTAGGED) : 0;
+      ws.send(JSON.stringify(resumeAt > 0 ? { ...first, offset: resumeAt } : first));
     }
     for (const item of this.unacked) ws.send(item.data);
+  }
+
+  /** Where a stream's resent audio starts: its first unacked byte, or its next byte. */
+  #resumeAt(stream) {
+    const first = this.unacked.find((item) => item.kind === "frame" && item.stream === stream);
+    return first ? first.offset : (this.audioOffsets.get(stream) ?? 0);
   }
 
   #open() {
@@ -201,6 +283,7 @@ export class ConversationSocket {
     let ws;
     try {
       ws = new WebSocket(this.url);
+      this.sessionUrl = this.url;
     } catch (error) {
       // Only a malformed URL throws here; retrying cannot fix it.
       this.#setState({ name: "rejected", reason: error.message });
@@ -224,6 +307,7 @@ export class ConversationSocket {
     if (message?.type === "ready") {
       this.liveSince = Date.now();
       this.#setState({ name: "live" });
+      this.#sendToken(ws);
       this.#resend(ws);
     } else if (message?.type === "ack") {
       this.#settle(message);
@@ -238,7 +322,15 @@ export class ConversationSocket {
     if (ws !== this.ws) return;
     this.ws = null;
     if (this.stopped) return;
-    const final = FINAL_CLOSE_CODES.get(event.code);
+    // The gateway ends a session whose token ran out with 4001 "token_expired"; if the token
+    // was renewed since that socket opened (the renewal did not reach it), reconnect with it.
+    const expired = event.code === CloseCode.UNAUTHORIZED && event.reason === "token_expired";
+    const renewedSince = this.sessionUrl !== this.url;
+    const final = expired
+      ? renewedSince
+        ? undefined
+        : "expired"
+      : FINAL_CLOSE_CODES.get(event.code);
     if (final) {
       this.#setState({ name: final, code: event.code, reason: event.reason });
       return;

@@ -1,5 +1,6 @@
 /**
- * The current suggestion: grows token by token, resumes seamlessly, fades when superseded.
+ * The current suggestion: grows token by token, resumes seamlessly, fades when superseded, and
+ * says why when it ends without an answer (failed, or cancelled for another reason).
  *
  * Rendering follows each delta's `fullText` (the whole suggestion so far), not its fragment, so a
  * reconnect that re-sends the text so far lands exactly where the screen already is.
@@ -9,6 +10,24 @@
 const MAX_REMEMBERED_TURNS = 64;
 /** A "thinking" indicator with no suggestion after it goes away on its own. */
 const THINKING_TIMEOUT_MS = 15_000;
+
+/** Why a suggestion ended without an answer, worded for the rep. */
+const REASONS = Object.freeze({
+  worker_lost: "its worker stopped; the next one answers",
+  conversation_ended: "the call ended",
+  timeout: "the language model took too long",
+  llm_timeout: "the language model took too long",
+  llm_unavailable: "the language model cannot be reached",
+  llm_rate_limited: "the language model is turning requests away",
+  llm_bad_request: "the language model refused the request",
+  llm_error: "the language model failed",
+  internal: "a server error",
+});
+
+function explain(reason) {
+  if (!reason) return "no reason given";
+  return REASONS[reason] ?? reason;
+}
 
 /** Splits text into words with their following whitespace, the unit of the typing animation. */
 function tokens(text) {
@@ -21,9 +40,11 @@ export class SuggestionView {
    * @param {HTMLElement} elements.text - holds exactly the suggestion's text
    * @param {HTMLElement} elements.thinking - the "thinking" indicator
    * @param {HTMLElement} elements.scroller - scrolls when a long suggestion overflows
+   * @param {HTMLElement} [elements.note] - why the last suggestion ended without an answer
    */
-  constructor({ text, thinking, scroller }) {
+  constructor({ text, thinking, scroller, note = null }) {
     this.textElement = text;
+    this.noteElement = note;
     this.thinkingElement = thinking;
     this.scroller = scroller;
     this.turnId = null;
@@ -58,10 +79,29 @@ export class SuggestionView {
     return true;
   }
 
-  /** `suggestion_cancelled`: { turn_id } — newer customer speech superseded it. */
-  showCancelled({ turn_id: turnId }) {
+  /**
+   * `suggestion_cancelled`: { turn_id, reason }. Superseded (newer customer speech, the usual
+   * case) fades quietly; any other reason is said.
+   */
+  showCancelled({ turn_id: turnId, reason = "superseded" }) {
+    const current = turnId === this.turnId;
+    const late = this.closedTurns.has(turnId);
     this.#close(turnId);
-    if (turnId === this.turnId) this.#setState("cancelled");
+    if (!current && (late || reason === "superseded")) return;
+    if (!current) this.#beginTurn(turnId);
+    this.#setThinking(false);
+    this.#setState("cancelled");
+    if (reason !== "superseded") this.#setNote(`Suggestion cancelled: ${explain(reason)}.`);
+  }
+
+  /** `suggestion_failed`: { turn_id, reason } — the LLM erred or timed out for this turn. */
+  showFailed({ turn_id: turnId, reason = "" }) {
+    if (this.closedTurns.has(turnId) && turnId !== this.turnId) return;
+    this.#close(turnId);
+    if (turnId !== this.turnId) this.#beginTurn(turnId);
+    this.#setThinking(false);
+    this.#setState("failed");
+    this.#setNote(`No suggestion: ${explain(reason)}.`);
   }
 
   /** `throttled`: capacity is saturated; a suggestion is coming but later than usual. */
@@ -75,6 +115,13 @@ export class SuggestionView {
     this.lastSeq = -Infinity;
     this.rendered = "";
     this.textElement.replaceChildren();
+    this.#setNote("");
+  }
+
+  #setNote(text) {
+    if (!this.noteElement) return;
+    this.noteElement.textContent = text;
+    this.noteElement.hidden = !text;
   }
 
   #close(turnId) {

@@ -1,10 +1,13 @@
 /**
- * The live transcript: one line per utterance, partials greyed until their final arrives.
+ * The live transcript: one line per utterance, partials greyed until their final arrives, and a
+ * revised final (a higher `revision` of the same `segment_id`) rewriting its line in place.
  */
 
 const SPEAKER_LABELS = Object.freeze({ customer: "Customer", rep: "You" });
 /** Lines typed here that the server may echo back as `transcript`; matched once, then dropped. */
 const MAX_PENDING_TYPED = 20;
+/** Recent recognised lines a revision (same segment_id, higher revision) may still rewrite. */
+const MAX_REVISABLE = 16;
 /** Distance from the bottom (px) within which the view keeps following new lines. */
 const FOLLOW_SLACK_PX = 48;
 
@@ -25,18 +28,36 @@ export class TranscriptView {
     this.maxLines = maxLines;
     /** speaker -> its line still showing a partial */
     this.partialLines = new Map();
+    /** segment_id -> the line its final filled, for revisions */
+    this.segmentLines = new Map();
+    /** speaker -> its latest final line: what a revision without a segment id revises */
+    this.finalLines = new Map();
     this.pendingTyped = [];
   }
 
   /** A `transcript` message from speech recognition. */
-  showRecognised({ speaker = "customer", text = "", final = true }) {
+  showRecognised({ speaker = "customer", text = "", final = true, segment_id = "", revision = 0 }) {
     const follow = this.#atBottom();
     const partial = this.partialLines.get(speaker);
-    if (final) {
+    const revised = final && revision > 0 ? this.#revisedLine(speaker, segment_id) : null;
+    if (revised) {
+      // The whole utterance re-decoded: its line is rewritten, its newer partial dropped.
+      this.partialLines.delete(speaker);
+      if (partial && partial !== revised) partial.remove();
+      this.#fill(revised, text, true);
+      revised.dataset.revision = String(revision);
+    } else if (final) {
       this.partialLines.delete(speaker);
       if (!partial && this.#confirmTyped(speaker, text)) return;
       const line = partial ?? this.#append(speaker);
       this.#fill(line, text, true);
+      this.finalLines.set(speaker, line);
+      if (segment_id) {
+        this.segmentLines.set(segment_id, line);
+        if (this.segmentLines.size > MAX_REVISABLE) {
+          this.segmentLines.delete(this.segmentLines.keys().next().value);
+        }
+      }
     } else {
       const line = partial ?? this.#append(speaker);
       this.partialLines.set(speaker, line);
@@ -54,6 +75,11 @@ export class TranscriptView {
     this.pendingTyped.push({ speaker, text: normalise(text) });
     if (this.pendingTyped.length > MAX_PENDING_TYPED) this.pendingTyped.shift();
     if (follow) this.#scrollToEnd();
+  }
+
+  #revisedLine(speaker, segmentId) {
+    const line = segmentId ? this.segmentLines.get(segmentId) : this.finalLines.get(speaker);
+    return line?.isConnected ? line : null;
   }
 
   #confirmTyped(speaker, text) {

@@ -1,12 +1,21 @@
-"""Benchmark of the speech recogniser: endpoint latency, accuracy, streams per worker process.
+"""Benchmark of the speech recogniser: accuracy per speech set, endpoint latency, capacity.
 
-    python -m streams.asr.bench [--json FILE] [--silence-ms 150,200,300] [--streams 1,2,4,8]
+    python -m streams.asr.bench [--json FILE] [--sets own,held_out,recorded]
+                                [--silence-ms 150] [--streams 1,4,8,16] [--offline]
+                                [--revision-beam 5] [--prompt] [--hold-ms 150]
+                                [--utterance-end-ms 600]
 
-On the espeak-ng corpus (`streams.asr.corpus`) it measures, with audio fed in real time:
-end of speech -> final transcript latency per endpoint silence threshold; word error rate of
-the streamed finals against the same model transcribing each whole file offline; utterances
-split by false endpoints; and how many concurrent real-time streams one process sustains
-before the latency p50 passes the target.
+Speech sets (`streams.asr.corpus`): `own` (the corpus the recogniser was tuned on), `held_out`
+(other sentences, other espeak-ng voices, variants and rates) and `recorded` (a person reading,
+from Debian's pocketsphinx-testdata; skipped when not installed). For each set it measures:
+
+- accuracy, fed as fast as decoding allows (decisions depend on the audio only, so this
+  segments exactly as live audio would): WER of the text each sentence ends up with (after
+  revisions: what the turn and the context use) and of the first final at the sentence's end
+  (what the first suggestion starts from), sentences split into several segments, revisions;
+- latency, fed in real time, one stream: true end of speech -> first final at that end, and
+  -> each later revision (a revision that changes the words supersedes the suggestion);
+- capacity (own set): concurrent real-time streams until the latency p50 passes the target.
 """
 
 from __future__ import annotations
@@ -26,14 +35,15 @@ from typing import Any, Final
 
 import numpy as np
 
-from core.settings import Settings
 from schemas.events import AudioChunk
 from streams.asr.audio import SAMPLE_RATE
 from streams.asr.corpus import (
     Conversation,
     SpokenSentence,
     build_corpus,
+    build_held_out,
     join_with_silence,
+    recorded_speech,
     word_error_rate,
 )
 from streams.asr.decoder import UtteranceDecoder
@@ -50,25 +60,34 @@ logger = logging.getLogger(__name__)
 TARGET_P50_MS: Final = 250.0
 CHUNK_MS: Final = 100
 GAP_S: Final = 1.2
+_AT_END_MS: Final = 200.0
+"""A final whose speech ends this close to the sentence's true end was made at that end."""
+SETS: Final = ("own", "held_out", "recorded")
 
 
 @dataclass
 class RunResult:
-    """One run: some streams fed in real time through one engine."""
+    """One run: some streams fed through one engine, scored sentence by sentence."""
 
     silence_ms: float
     streams: int
     utterances: int
     finals: int
     partials: int
-    extra_finals: int
+    revisions: int
+    late_revisions: int
+    split_sentences: int
     missed: int
     wer: float
+    wer_first_final: float
     latency_ms: dict[str, float]
-    endpoint_to_final_ms: dict[str, float]
+    revision_latency_ms: dict[str, float]
     cpu_cores_used: float
     max_feed_lag_ms: float
+    revisions_dropped: int = 0
+    wer_by_voice: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, repr=False)
+    worst: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -83,8 +102,8 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _conversations(corpus: Sequence[SpokenSentence], count: int) -> list[Conversation]:
-    """`count` streams, each every sentence once, voices and orders rotated."""
+def conversations_of(corpus: Sequence[SpokenSentence], count: int) -> list[Conversation]:
+    """`count` streams, each every sentence of one voice once, voices and orders rotated."""
     voices = sorted({s.voice.name for s in corpus})
     by_voice = {v: [s for s in corpus if s.voice.name == v] for v in voices}
     conversations = []
@@ -96,18 +115,25 @@ def _conversations(corpus: Sequence[SpokenSentence], count: int) -> list[Convers
     return conversations
 
 
-def _assign(
-    conversation: Conversation, finals: Sequence[RecognizedText]
-) -> list[list[RecognizedText]]:
-    """The finals whose speech ended within each sentence (a split sentence has several)."""
-    out: list[list[RecognizedText]] = []
+def _segments_of(
+    conversation: Conversation, got: Sequence[tuple[float, RecognizedText]]
+) -> list[list[list[tuple[float, RecognizedText]]]]:
+    """Per sentence, its segments (one list of (arrival, final) per utterance id, in order).
+
+    A segment belongs to the sentence its newest final's speech ended in.
+    """
+    by_segment: dict[str, list[tuple[float, RecognizedText]]] = {}
+    for arrival, text in got:
+        if text.final:
+            by_segment.setdefault(text.utterance_id, []).append((arrival, text))
+    out: list[list[list[tuple[float, RecognizedText]]]] = []
     for start, end in conversation.speech_spans:
         out.append(
             [
-                f
-                for f in finals
-                if f.speech_end_ms is not None
-                and start / 16 - 300 <= f.speech_end_ms <= end / 16 + 1000
+                finals
+                for finals in by_segment.values()
+                if finals[-1][1].speech_end_ms is not None
+                and start / 16 - 300 <= finals[-1][1].speech_end_ms <= end / 16 + 1000
             ]
         )
     return out
@@ -145,13 +171,16 @@ async def run_streams(
             for i, c in enumerate(conversations)
         )
     )
-    await asyncio.wait_for(engine.wait_until_idle(), timeout=60)
+    # Fed as fast as possible, every stream's decodes queue at once: allow them time.
+    await asyncio.wait_for(engine.wait_until_idle(), timeout=120 if real_time else 3600)
     cpu = (time.process_time() - cpu_before) / (time.perf_counter() - wall_before)
     collector.cancel()
     await asyncio.gather(collector, return_exceptions=True)
     for text in engine.take_ready():  # produced after the collector's last turn
         received.texts.setdefault(text.conversation_id, []).append((time.time() * 1000.0, text))
-    return _score(conversations, received, silence_ms=silence_ms, cpu=cpu)
+    result = _score(conversations, received, silence_ms=silence_ms, cpu=cpu)
+    result.revisions_dropped = engine.stats.revisions_dropped
+    return result
 
 
 async def _stream(
@@ -166,7 +195,8 @@ async def _stream(
     loop = asyncio.get_running_loop()
     pcm = (np.clip(conversation.audio, -1, 1) * 32767).astype("<i2").tobytes()
     step = SAMPLE_RATE * CHUNK_MS // 1000 * 2
-    await asyncio.sleep(delay_s)  # streams do not tick in lockstep
+    if real_time:
+        await asyncio.sleep(delay_s)  # streams do not tick in lockstep
     begin = loop.time()
     received.starts_ms[name] = time.time() * 1000.0
     for seq, offset in enumerate(range(0, len(pcm), step)):
@@ -190,47 +220,72 @@ def _score(
     conversations: Sequence[Conversation], received: _Received, *, silence_ms: float, cpu: float
 ) -> RunResult:
     latencies: list[float] = []
-    endpoint_waits: list[float] = []
+    revision_latencies: list[float] = []
     refs: list[str] = []
     hyps: list[str] = []
-    finals = partials = extra = missed = 0
+    first_hyps: list[str] = []
+    worst: list[tuple[str, str]] = []
+    by_voice: dict[str, tuple[list[str], list[str]]] = {}
+    finals = partials = revisions = late = split = missed = 0
     for index, conversation in enumerate(conversations):
         name = f"bench-{index}"
         got = received.texts.get(name, [])
-        final_texts = [t for _, t in got if t.final]
-        arrival = {id(t): at for at, t in got}
-        finals += len(final_texts)
-        partials += len(got) - len(final_texts)
-        for (_, speech_end), sentence, mine in zip(
+        finals += sum(1 for _, t in got if t.final)
+        partials += sum(1 for _, t in got if not t.final)
+        revisions += sum(1 for _, t in got if t.final and t.revision > 0)
+        for (_, speech_end), sentence, segments in zip(
             conversation.speech_spans,
             conversation.sentences,
-            _assign(conversation, final_texts),
+            _segments_of(conversation, got),
             strict=True,
         ):
             refs.append(sentence.text)
-            hyps.append(" ".join(t.text for t in mine))
-            if not mine:
+            hyps.append(" ".join(finals_[-1][1].text for finals_ in segments))
+            voice_refs, voice_hyps = by_voice.setdefault(sentence.voice.name, ([], []))
+            voice_refs.append(refs[-1])
+            voice_hyps.append(hyps[-1])
+            if not segments:
                 missed += 1
+                first_hyps.append("")
                 continue
-            extra += len(mine) - 1
-            last = mine[-1]
-            latencies.append(arrival[id(last)] - (received.starts_ms[name] + speech_end / 16))
-            if last.speech_end_wall_ms is not None:
-                endpoint_waits.append(arrival[id(last)] - last.speech_end_wall_ms - silence_ms)
+            split += len(segments) > 1
+            end_ms = received.starts_ms[name] + speech_end / 16
+            # The first final made at the sentence's end: what the first suggestion starts from.
+            last = segments[-1]
+            at_end = [
+                (at, t)
+                for at, t in last
+                if t.speech_end_ms is not None and t.speech_end_ms >= speech_end / 16 - _AT_END_MS
+            ]
+            first = at_end[0] if at_end else last[-1]
+            first_hyps.append(" ".join([s[-1][1].text for s in segments[:-1]] + [first[1].text]))
+            latencies.append(first[0] - end_ms)
+            for at, _ in last[last.index(first) + 1 :]:
+                late += 1
+                revision_latencies.append(at - end_ms)
+            if hyps[-1] != sentence.text:
+                worst.append((sentence.text, hyps[-1]))
     return RunResult(
         silence_ms=silence_ms,
         streams=len(conversations),
         utterances=len(refs),
         finals=finals,
         partials=partials,
-        extra_finals=extra,
+        revisions=revisions,
+        late_revisions=late,
+        split_sentences=split,
         missed=missed,
         wer=round(word_error_rate(refs, hyps) * 100, 2),
+        wer_first_final=round(word_error_rate(refs, first_hyps) * 100, 2),
         latency_ms=_percentiles(latencies),
-        endpoint_to_final_ms=_percentiles(endpoint_waits),
+        revision_latency_ms=_percentiles(revision_latencies),
         cpu_cores_used=round(cpu, 2),
         max_feed_lag_ms=round(max(received.feed_lags_ms, default=0.0), 1),
+        wer_by_voice={
+            voice: round(word_error_rate(r, h) * 100, 2) for voice, (r, h) in by_voice.items()
+        },
         latencies=latencies,
+        worst=worst,
     )
 
 
@@ -240,85 +295,144 @@ def offline_wer(
     """WER of each whole file: faster-whisper's own transcribe, and our decoder on the file."""
     refs = [s.text for s in corpus]
     batch = []
-    ours = []
+    greedy = []
+    beam = []
     for sentence in corpus:
         segments, _ = model.transcribe(sentence.audio, language="en", vad_filter=False)
         batch.append(" ".join(segment.text for segment in segments))
-        ours.append(decoder.decode(sentence.audio).text)
+        greedy.append(decoder.decode(sentence.audio).text)
+        beam.append(decoder.decode(sentence.audio, beam_size=5).text)
     return {
         "transcribe_beam5_whole_file": round(word_error_rate(refs, batch) * 100, 2),
-        "utterance_decoder_whole_file": round(word_error_rate(refs, ours) * 100, 2),
+        "utterance_decoder_whole_file": round(word_error_rate(refs, greedy) * 100, 2),
+        "utterance_decoder_beam5_whole_file": round(word_error_rate(refs, beam) * 100, 2),
     }
+
+
+def speech_sets(names: Sequence[str], cache: Path) -> dict[str, list[SpokenSentence]]:
+    sets: dict[str, list[SpokenSentence]] = {}
+    for name in names:
+        if name == "own":
+            sets[name] = build_corpus(cache_dir=cache)
+        elif name == "held_out":
+            sets[name] = build_held_out(cache_dir=cache)
+        elif name == "recorded":
+            recorded = recorded_speech()
+            if not recorded:
+                print("recorded: skipped (apt-get install pocketsphinx-testdata)")
+                continue
+            sets[name] = recorded
+        else:
+            raise SystemExit(f"unknown speech set {name!r}; choose from {', '.join(SETS)}")
+    return sets
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cache = (
         Path(args.cache_dir) if args.cache_dir else Path(tempfile.gettempdir()) / "tp-asr-corpus"
     )
-    corpus = build_corpus(cache_dir=cache)
-    durations = [s.duration_s for s in corpus]
-    print(
-        f"corpus: {len(corpus)} utterances, {min(durations):.1f}-{max(durations):.1f} s, "
-        f"{os.cpu_count()} CPUs"
-    )
+    sets = speech_sets(args.sets, cache)
     workers = args.decode_workers or default_decode_workers("cpu")
     model = load_whisper_model(resolve_model_source(None), workers=workers)
     decoder = UtteranceDecoder(model)
     decoder.decode(np.zeros(SAMPLE_RATE, dtype=np.float32))
-    report: dict[str, Any] = {"decode_workers": workers, "cpus": os.cpu_count()}
+    print(f"{os.cpu_count()} CPUs, {workers} decode workers, load average {_loadavg()}")
+    report: dict[str, Any] = {
+        "decode_workers": workers,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": _loadavg(),
+        "config": {
+            "revision_beam_size": args.revision_beam,
+            "context_prompt": args.prompt,
+            "hold_unfinished_ms": args.hold_ms,
+            "utterance_end_silence_ms": args.utterance_end_ms,
+        },
+        "sets": {},
+    }
 
-    report["offline_wer_pct"] = offline_wer(model, decoder, corpus)
-    print(f"offline WER %: {report['offline_wer_pct']}")
-
-    sweep = []
-    for silence in args.silence_ms:
-        engine = SpeechRecognitionEngine(
-            decoder,
-            config=RecognizerConfig(endpoint_silence_ms=silence),
-            decode_workers=workers,
+    def config(silence: float, real_time: bool) -> RecognizerConfig:
+        return RecognizerConfig(
+            # Fed as fast as possible, revisions queue far longer than live: keep them all,
+            # so that accuracy does not depend on the machine's speed.
+            revision_max_wait_s=2.0 if real_time else 1e9,
+            endpoint_silence_ms=silence,
+            hold_unfinished_ms=max(silence, args.hold_ms),
+            utterance_end_silence_ms=max(silence, args.hold_ms, args.utterance_end_ms),
+            revision_beam_size=args.revision_beam,
+            context_prompt=args.prompt,
         )
-        result = await run_streams(engine, _conversations(corpus, 3)[:1], silence_ms=silence)
-        await engine.close()
-        sweep.append(result)
-        print(_line(result))
-    report["silence_sweep"] = [_public(r) for r in sweep]
+
+    async def run(
+        corpus: Sequence[SpokenSentence], count: int, silence: float, real_time: bool
+    ) -> RunResult:
+        engine = SpeechRecognitionEngine(
+            decoder, config=config(silence, real_time), decode_workers=workers
+        )
+        try:
+            return await run_streams(
+                engine, conversations_of(corpus, count), silence_ms=silence, real_time=real_time
+            )
+        finally:
+            await engine.close()
+
+    for name, corpus in sets.items():
+        voices = len({s.voice.name for s in corpus})
+        entry: dict[str, Any] = {"utterances": len(corpus), "voices": voices}
+        if args.offline:
+            entry["offline_wer_pct"] = offline_wer(model, decoder, corpus)
+            print(f"{name}: offline WER % {entry['offline_wer_pct']}")
+        accuracy = await run(corpus, voices, args.silence_ms[0], False)
+        entry["accuracy"] = _public(accuracy)
+        print(f"{name:9s} accuracy  {_line(accuracy)}\n    WER by voice {accuracy.wer_by_voice}")
+        for reference, heard in accuracy.worst[: args.show_errors]:
+            print(f"    {reference!r}\n      -> {heard!r}")
+        entry["latency"] = []
+        for silence in [] if args.accuracy_only else args.silence_ms:
+            result = await run(corpus, 1, silence, True)
+            entry["latency"].append(_public(result))
+            print(f"{name:9s} real time {_line(result)}  load {_loadavg()}")
+        report["sets"][name] = entry
 
     load = []
-    silence = args.load_silence_ms
-    for count in args.streams:
-        engine = SpeechRecognitionEngine(
-            decoder,
-            config=RecognizerConfig(endpoint_silence_ms=silence),
-            decode_workers=workers,
-        )
-        result = await run_streams(engine, _conversations(corpus, count), silence_ms=silence)
-        await engine.close()
-        load.append(result)
-        print(_line(result))
+    own = sets.get("own", [])
+    for count in args.streams if own and not args.accuracy_only else []:
+        result = await run(own, count, args.silence_ms[0], True)
+        load.append(_public(result) | {"load_average": _loadavg()})
+        print(f"own       load      {_line(result)}  load {_loadavg()}")
         if result.latency_ms["p50"] > TARGET_P50_MS * 2:
             break
-    report["load"] = [_public(r) for r in load]
-    sustained = [r.streams for r in load if r.latency_ms["p50"] <= TARGET_P50_MS and not r.missed]
-    report["streams_sustained_p50_le_250ms"] = best = max(sustained, default=0)
-    print(f"streams sustained with p50 <= {TARGET_P50_MS:.0f} ms: {best}")
+    report["load"] = load
+    sustained = [r["streams"] for r in load if r["latency_ms"]["p50"] <= TARGET_P50_MS]
+    report["streams_sustained_p50_le_250ms"] = max(sustained, default=0)
     return report
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def _public(result: RunResult) -> dict[str, Any]:
     data = asdict(result)
     data.pop("latencies")
+    data.pop("worst")
     return data
 
 
 def _line(r: RunResult) -> str:
     lat = r.latency_ms
+    rev = r.revision_latency_ms
     return (
-        f"silence {r.silence_ms:>4.0f} ms  streams {r.streams:>2}  "
-        f"speech end->final p50 {lat['p50']:>6.1f} p90 {lat['p90']:>6.1f} "
-        f"p99 {lat['p99']:>6.1f} ms  "
-        f"endpoint->final p50 {r.endpoint_to_final_ms['p50']:>6.1f}  WER {r.wer:>5.2f}%  "
-        f"finals {r.finals}/{r.utterances} (+{r.extra_finals} split, {r.missed} missed)  "
-        f"partials {r.partials}  cpu {r.cpu_cores_used:.2f}  feed lag {r.max_feed_lag_ms:.0f} ms"
+        f"silence {r.silence_ms:>4.0f} ms  streams {r.streams:>2}  WER {r.wer:>5.2f}% "
+        f"(first final {r.wer_first_final:>5.2f}%)  "
+        f"speech end->final p50 {lat['p50']:>6.1f} p90 {lat['p90']:>6.1f} ms  "
+        f"->late revision p50 {rev['p50']:>6.1f} (n={rev['n']})  "
+        f"split {r.split_sentences}/{r.utterances}  revisions {r.revisions} "
+        f"(+{r.revisions_dropped} dropped)  "
+        f"missed {r.missed}  partials {r.partials}  cpu {r.cpu_cores_used:.2f}  "
+        f"feed lag {r.max_feed_lag_ms:.0f} ms"
     )
 
 
@@ -327,18 +441,24 @@ def _csv_numbers(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    defaults = RecognizerConfig()
     parser = argparse.ArgumentParser(prog="python -m streams.asr.bench", description=__doc__)
     parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--silence-ms", type=_csv_numbers, default=[150.0, 200.0, 300.0, 500.0])
-    parser.add_argument("--load-silence-ms", type=float, default=None)
+    parser.add_argument("--sets", type=lambda t: t.split(","), default=list(SETS))
+    parser.add_argument("--silence-ms", type=_csv_numbers, default=[defaults.endpoint_silence_ms])
     parser.add_argument(
-        "--streams", type=lambda t: [int(x) for x in _csv_numbers(t)], default=[1, 2, 4, 8, 16]
+        "--streams", type=lambda t: [int(x) for x in _csv_numbers(t)], default=[1, 4, 8, 16]
     )
+    parser.add_argument("--offline", action="store_true", help="also decode whole files")
+    parser.add_argument("--accuracy-only", action="store_true", help="no real-time runs")
+    parser.add_argument("--revision-beam", type=int, default=defaults.revision_beam_size)
+    parser.add_argument("--prompt", action="store_true", help="re-decode with context prompt")
+    parser.add_argument("--hold-ms", type=float, default=defaults.hold_unfinished_ms)
+    parser.add_argument("--utterance-end-ms", type=float, default=defaults.utterance_end_silence_ms)
+    parser.add_argument("--show-errors", type=int, default=0)
     parser.add_argument("--decode-workers", type=int, default=None)
     parser.add_argument("--cache-dir", default=None, help="where synthesised audio is kept")
     args = parser.parse_args(argv)
-    if args.load_silence_ms is None:
-        args.load_silence_ms = Settings().asr_endpoint_silence_ms
     logging.basicConfig(level=logging.WARNING)
     report = asyncio.run(main_async(args))
     if args.json:

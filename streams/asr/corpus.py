@@ -16,6 +16,7 @@ from typing import Final
 
 import numpy as np
 import soxr
+from num2words import num2words
 
 from streams.asr.audio import SAMPLE_RATE, Samples
 
@@ -45,6 +46,35 @@ class Voice:
 
 
 VOICES: Final = (Voice("en-us", 165), Voice("en-gb+f3", 150), Voice("en-us+m3", 185))
+
+HELD_OUT_SENTENCES: Final = (
+    "I emailed your support team last week and it took four days to get a reply, "
+    "which is not acceptable.",
+    "Before we renew, I need to know whether the reporting module is included in the price.",
+    "My manager asked me to compare your offer with two other vendors, "
+    "so I need the numbers today.",
+    "The login page says my password is wrong, even though I reset it this morning.",
+    "If you can match their price, we would be happy to stay with you for another year.",
+    "We ordered fifty licenses in March, but only forty of them show up in the dashboard.",
+    "Is there a way to move our data to the new account without losing the history?",
+    "Honestly, the onboarding was confusing and my colleagues still ask me how to export reports.",
+    "Please call me back tomorrow afternoon, after three o'clock if possible.",
+    "What happens to our stored files if we downgrade to the basic plan?",
+)
+"""Sentences the recogniser was never tuned on: no code or threshold was chosen by them."""
+
+HELD_OUT_VOICES: Final = (
+    Voice("en-gb-scotland", 170),
+    Voice("en-us+f4", 180),
+    Voice("en-gb-x-rp+m5", 140),
+    Voice("en-us-nyc+m2", 200),
+)
+"""espeak-ng voices, variants and rates none of which `VOICES` uses (fixed before measuring)."""
+
+RECORDED_DIR: Final = Path("/usr/share/pocketsphinx/test/data/librivox")
+"""Debian's pocketsphinx-testdata (BSD-2): five sentences of a LibriVox reading (public domain)
+of Sense and Sensibility, recorded by a person, 16 kHz mono, with their transcription."""
+_RECORDED_VOICE: Final = Voice("librivox", 0)
 
 _SILENCE_LEVEL: Final = 0.01  # espeak's silence is digital zero; speech peaks near 0.3
 
@@ -107,9 +137,7 @@ def speak(text: str, voice: Voice, *, cache_dir: Path | None = None) -> SpokenSe
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, audio)
-    loud = np.flatnonzero(np.abs(audio) > _SILENCE_LEVEL)
-    start, end = (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
-    return SpokenSentence(text=text, voice=voice, audio=audio, speech_start=start, speech_end=end)
+    return _located(text, voice, audio, level=_SILENCE_LEVEL)
 
 
 def build_corpus(
@@ -120,6 +148,41 @@ def build_corpus(
 ) -> list[SpokenSentence]:
     """Every sentence in every voice."""
     return [speak(text, voice, cache_dir=cache_dir) for voice in voices for text in sentences]
+
+
+def build_held_out(*, cache_dir: Path | None = None) -> list[SpokenSentence]:
+    """The held-out sentences in the held-out voices: speech the recogniser has never seen."""
+    return build_corpus(sentences=HELD_OUT_SENTENCES, voices=HELD_OUT_VOICES, cache_dir=cache_dir)
+
+
+def recorded_speech(directory: Path = RECORDED_DIR) -> list[SpokenSentence]:
+    """Real recorded sentences (`apt-get install pocketsphinx-testdata`); [] when absent.
+
+    The directory holds 16 kHz mono WAV files and a `transcription` file of lines
+    `<s> words </s> (file-id)`, as CMU Sphinx test sets do.
+    """
+    listing = directory / "transcription"
+    if not listing.is_file():
+        return []
+    spoken = []
+    for line in listing.read_text().splitlines():
+        match = re.fullmatch(r"\s*<s>(.*)</s>\s*\((\S+)\)\s*", line)
+        if match is None:
+            continue
+        with wave.open(str(directory / f"{match[2]}.wav")) as wav:
+            rate = wav.getframerate()
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        audio = pcm.astype(np.float32) / np.float32(32768.0)
+        if rate != SAMPLE_RATE:
+            audio = np.asarray(soxr.resample(audio, rate, SAMPLE_RATE), dtype=np.float32)
+        spoken.append(_located(" ".join(match[1].split()), _RECORDED_VOICE, audio, level=0.02))
+    return spoken
+
+
+def _located(text: str, voice: Voice, audio: Samples, *, level: float) -> SpokenSentence:
+    loud = np.flatnonzero(np.abs(audio) > level)
+    start, end = (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
+    return SpokenSentence(text=text, voice=voice, audio=audio, speech_start=start, speech_end=end)
 
 
 @dataclass(frozen=True)
@@ -148,9 +211,22 @@ def join_with_silence(
     )
 
 
+_SPOKEN_FORMS: Final = {"mr": "mister", "mrs": "missus", "dr": "doctor", "ok": "okay"}
+_ORDINAL: Final = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b")
+_NUMBER: Final = re.compile(r"\d+(?:,\d{3})*")
+
+
 def words(text: str) -> list[str]:
-    """Lower-case words without punctuation: "Hi, I'm" -> ["hi", "i'm"]."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+    """Lower-case spoken words without punctuation: "Hi, I'm Mr. X" -> ["hi", "i'm", "mister", "x"].
+
+    As Whisper's own evaluation normaliser does, digits are read out ("50" -> "fifty") and a
+    few abbreviations expanded, so that "3 o'clock" and "three o'clock" are the same words.
+    """
+    text = text.lower()
+    text = _ORDINAL.sub(lambda m: num2words(int(m[1]), to="ordinal"), text)
+    text = _NUMBER.sub(lambda m: f" {num2words(int(m[0].replace(',', '')))} ", text)
+    spoken = re.sub(r"[^a-z0-9' ]+", " ", text.replace("-", " ")).split()
+    return [_SPOKEN_FORMS.get(word, word) for word in spoken]
 
 
 def word_errors(reference: str, hypothesis: str) -> int:

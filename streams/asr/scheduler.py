@@ -1,9 +1,10 @@
-"""Runs decode jobs of every stream on a few worker threads, finals before partials."""
+"""Runs decode jobs of every stream on a few threads: finals, then revisions, then partials."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -17,10 +18,18 @@ logger = logging.getLogger(__name__)
 
 
 class DecodePriority(enum.IntEnum):
-    """An endpoint someone waits for goes before a partial nobody must have."""
+    """An endpoint someone waits for goes first; a revision of a final already sent next; a
+    partial nobody must have last."""
 
     FINAL = 0
-    PARTIAL = 1
+    REVISION = 1
+    PARTIAL = 2
+
+
+Decode = Callable[..., Transcription]
+"""`decode(audio, prompt, *, beam_size)`: `UtteranceDecoder.decode`, blocking."""
+DecodeBatch = Callable[..., list[Transcription]]
+"""`decode_batch(audios, prompts, *, beam_size)`: `UtteranceDecoder.decode_batch`, blocking."""
 
 
 class SchedulerClosedError(RuntimeError):
@@ -38,6 +47,8 @@ class DecodeJob:
     audio: Samples
     priority: DecodePriority
     future: asyncio.Future[Transcription]
+    prompt: str = ""
+    beam_size: int = 1
     started: bool = False
     cancelled: bool = False
 
@@ -56,26 +67,36 @@ class DecodeJob:
 class DecodeScheduler:
     """Decode jobs served first come, first served by `workers` threads, finals first.
 
-    Partials may occupy at most `partial_workers` threads (by default all but one), so a final
-    never waits behind partials, only behind other finals: one stream's backlog of partials
-    cannot delay another stream's endpoint. The queue holds at most `max_jobs`; callers keep a
-    few jobs per stream outstanding, so that bound is never reached in normal operation.
+    Revisions and partials together may occupy at most `partial_workers` threads (by default
+    all but one), so a final never waits behind them, only behind other finals: one stream's
+    backlog of partials or revisions cannot delay another stream's endpoint. The queue holds
+    at most `max_jobs`; callers keep a few jobs per stream outstanding, so that bound is never
+    reached in normal operation.
+
+    With `decode_batch`, a thread that finds more jobs of the same kind waiting takes up to
+    `max_batch` of them in one call: when streams queue up, each decode costs less CPU. A
+    lone job is decoded alone, so batching adds nothing to latency while there is no queue.
     """
 
     def __init__(
         self,
-        decode: Callable[[Samples], Transcription],
+        decode: Decode,
         *,
         workers: int = 2,
         partial_workers: int | None = None,
         max_jobs: int = 1024,
+        decode_batch: DecodeBatch | None = None,
+        max_batch: int = 4,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._decode = decode
+        self._decode_batch = decode_batch
+        self._max_batch = max_batch if decode_batch is not None else 1
         self._partial_workers = partial_workers or max(1, workers - 1)
         self._max_jobs = max_jobs
         self._finals: deque[DecodeJob] = deque()
+        self._revisions: deque[DecodeJob] = deque()
         self._partials: deque[DecodeJob] = deque()
         self._changed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-decode")
@@ -86,12 +107,15 @@ class DecodeScheduler:
         self._partials_running = 0
         self.busy = 0
         self.completed = 0
+        self.batched = 0  # jobs decoded in a batch of more than one
 
     @property
     def queued(self) -> int:
-        return len(self._finals) + len(self._partials)
+        return len(self._finals) + len(self._revisions) + len(self._partials)
 
-    def submit(self, audio: Samples, priority: DecodePriority) -> DecodeJob:
+    def submit(
+        self, audio: Samples, priority: DecodePriority, *, prompt: str = "", beam_size: int = 1
+    ) -> DecodeJob:
         """Queue a decode of `audio`; await `job.future` for its transcription."""
         if self._closed:
             raise SchedulerClosedError("decode scheduler is closed")
@@ -100,9 +124,13 @@ class DecodeScheduler:
             if self.queued >= self._max_jobs:
                 raise SchedulerFullError(f"{self.queued} decode jobs already queued")
         job = DecodeJob(
-            audio=audio, priority=priority, future=asyncio.get_running_loop().create_future()
+            audio=audio,
+            priority=priority,
+            future=asyncio.get_running_loop().create_future(),
+            prompt=prompt,
+            beam_size=beam_size,
         )
-        (self._finals if priority is DecodePriority.FINAL else self._partials).append(job)
+        self._queue(priority).append(job)
         self._changed.set()
         return job
 
@@ -112,54 +140,93 @@ class DecodeScheduler:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for job in [*self._finals, *self._partials]:
-            job.cancel()
-        self._finals.clear()
-        self._partials.clear()
+        for queue in (self._finals, self._revisions, self._partials):
+            for job in queue:
+                job.cancel()
+            queue.clear()
         # The executor's threads finish the decodes already running, then exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _queue(self, priority: DecodePriority) -> deque[DecodeJob]:
+        if priority is DecodePriority.FINAL:
+            return self._finals
+        return self._revisions if priority is DecodePriority.REVISION else self._partials
+
     def _forget_cancelled(self) -> None:
-        for queue in (self._finals, self._partials):
+        for queue in (self._finals, self._revisions, self._partials):
             live = [job for job in queue if not job.cancelled]
             queue.clear()
             queue.extend(live)
 
     async def _next_job(self) -> DecodeJob:
         while True:
-            while self._finals and self._finals[0].cancelled:
-                self._finals.popleft()
-            while self._partials and self._partials[0].cancelled:
-                self._partials.popleft()
+            for queue in (self._finals, self._revisions, self._partials):
+                while queue and queue[0].cancelled:
+                    queue.popleft()
             if self._finals:
                 return self._finals.popleft()
-            if self._partials and self._partials_running < self._partial_workers:
-                return self._partials.popleft()
+            if self._partials_running < self._partial_workers:
+                if self._revisions:
+                    return self._revisions.popleft()
+                if self._partials:
+                    return self._partials.popleft()
             self._changed.clear()
             await self._changed.wait()
+
+    def _companions(self, first: DecodeJob) -> list[DecodeJob]:
+        """Up to `max_batch - 1` more waiting jobs that can share `first`'s decode call."""
+        queue = self._queue(first.priority)
+        taken: list[DecodeJob] = []
+        for job in list(queue):
+            if len(taken) + 1 >= self._max_batch:
+                break
+            if not job.cancelled and job.beam_size == first.beam_size:
+                queue.remove(job)
+                taken.append(job)
+        return taken
+
+    def _call(self, jobs: list[DecodeJob]) -> Callable[[], list[Transcription]]:
+        """The blocking call that decodes `jobs`, one alone or all in one batch."""
+        first = jobs[0]
+        if len(jobs) == 1:
+            decode = self._decode
+            return lambda: [decode(first.audio, first.prompt, beam_size=first.beam_size)]
+        assert self._decode_batch is not None  # _companions finds none without it
+        self.batched += len(jobs)
+        return functools.partial(
+            self._decode_batch,
+            [job.audio for job in jobs],
+            [job.prompt for job in jobs],
+            beam_size=first.beam_size,
+        )
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._next_job()
-            job.started = True
-            partial = job.priority is DecodePriority.PARTIAL
+            first = await self._next_job()
+            jobs = [first, *self._companions(first)]
+            for job in jobs:
+                job.started = True
+            partial = first.priority is not DecodePriority.FINAL
             self._partials_running += int(partial)
             self.busy += 1
             try:
-                result = await loop.run_in_executor(self._executor, self._decode, job.audio)
+                results = await loop.run_in_executor(self._executor, self._call(jobs))
             except asyncio.CancelledError:
-                job.future.cancel()  # closing: whoever awaits the job must not wait forever
+                for job in jobs:
+                    job.future.cancel()  # closing: whoever awaits the job must not wait forever
                 raise
             except Exception as exc:
-                logger.exception("decode of %d samples failed", len(job.audio))
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                logger.exception("decode of %d job(s) failed", len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
             else:
-                if not job.future.done():
-                    job.future.set_result(result)
+                for job, result in zip(jobs, results, strict=True):
+                    if not job.future.done():
+                        job.future.set_result(result)
             finally:
                 self._partials_running -= int(partial)
                 self.busy -= 1
-                self.completed += 1
+                self.completed += len(jobs)
                 self._changed.set()  # a partial slot may have opened

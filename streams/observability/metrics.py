@@ -1,7 +1,8 @@
 """A worker's Prometheus metrics, in a registry of its own, fed at a few points of the pipeline.
 
 The pipeline calls `turn_emitted`, `suggestion_published` (every outcome it publishes, whatever
-its kind, with its reason; a complete one also brings its stage timings) and `llm_error`. The
+its kind, with its reason; a complete one also brings its stage timings), `speculation_ended`
+and `llm_error`. The
 endpoints set what is read at scrape time: conversations held and consumer lag per partition.
 
 Label values are bounded: stage names, kinds and reasons beyond `MAX_LABEL_VALUES` distinct
@@ -90,6 +91,13 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.speculations = Counter(
+            "teleprompter_worker_speculations",
+            "Speculative LLM streams by how they ended: confirmed (a turn took it), mismatch, "
+            "speech, expired, preempted, no_slot (never started), failed, ended, lost",
+            ["outcome"],
+            registry=r,
+        )
         self.stage_latency = Histogram(
             "teleprompter_worker_stage_latency_seconds",
             "Latency per pipeline stage from each complete suggestion's timings; the LLM's time "
@@ -139,6 +147,9 @@ class WorkerMetrics:
         """Stage gaps in milliseconds, as a complete suggestion carries them."""
         for stage, ms in timings.items():
             self.stage_latency.labels(stage=self._stages(stage)).observe(max(0.0, ms / 1000.0))
+
+    def speculation_ended(self, outcome: str) -> None:
+        self.speculations.labels(outcome=outcome).inc()
 
     def llm_error(self, kind: str) -> None:
         self.llm_errors.labels(kind=self._llm_kinds(kind)).inc()

@@ -210,12 +210,16 @@ class RepScreen:
 
     # --- sending --------------------------------------------------------------------------
     async def _play_transcript(self, t0: float) -> None:
-        sends: list[tuple[float, Line, str, bool]] = []
+        # (when, line, text, final, whether it ends the line)
+        sends: list[tuple[float, Line, str, bool, bool]] = []
         for line in self.script.lines:
-            sends += [(at, line, text, False) for at, text in line.partials]
-            sends.append((line.end_s, line, line.text, True))
+            sends += [(at, line, text, False, False) for at, text in line.partials]
+            finals = line.final_chunks
+            sends += [
+                (at, line, text, True, n == len(finals) - 1) for n, (at, text) in enumerate(finals)
+            ]
         sends.sort(key=lambda item: item[0])
-        for at, line, text, final in sends:
+        for at, line, text, final, ends_line in sends:
             if not await self._wait_until(t0 + at):
                 return
             message = {
@@ -224,7 +228,7 @@ class RepScreen:
                 "speaker": line.speaker,
                 "final": final,
             }
-            turn = self._by_key.get(line.turn_key or "") if final else None
+            turn = self._by_key.get(line.turn_key or "") if ends_line else None
             await self._send(message, turn=turn, planned=t0 + at)
 
     async def _play_rep_lines(self, t0: float) -> None:

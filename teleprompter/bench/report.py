@@ -92,6 +92,48 @@ class ProcessUsage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LlmCalls:
+    """Suggestion streams the LLM endpoint served during the load, and how speculations ended."""
+
+    streams: int  # streamed requests the endpoint received while the script played
+    turns_sent: int
+    closed_early: int  # streams the worker closed before their end (superseded, speculation)
+    # How each speculation ended, summed over the workers' /metrics; empty when not known.
+    speculations: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def per_turn(self) -> float | None:
+        return round(self.streams / self.turns_sent, 3) if self.turns_sent else None
+
+    @property
+    def speculations_started(self) -> int:
+        """Speculations that asked the LLM (those refused a slot never did)."""
+        return sum(n for outcome, n in self.speculations.items() if outcome != "no_slot")
+
+    @property
+    def confirmed_share(self) -> float | None:
+        started = self.speculations_started
+        return round(self.speculations.get("confirmed", 0) / started, 3) if started else None
+
+    def line(self) -> str:
+        per_turn = "-" if self.per_turn is None else f"{self.per_turn:.2f}"
+        out = (
+            f"LLM: {self.streams} suggestion streams for {self.turns_sent} turns sent "
+            f"({per_turn} per turn), {self.closed_early} closed early"
+        )
+        if self.speculations:
+            ended = ", ".join(
+                f"{outcome} {n}" for outcome, n in sorted(self.speculations.items()) if n
+            )
+            share = "-" if self.confirmed_share is None else f"{self.confirmed_share:.1%}"
+            out += (
+                f"; speculations: {self.speculations_started} started, {share} confirmed "
+                f"({ended or 'none'})"
+            )
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class Machine:
     cpus: int
     cpu_model: str
@@ -164,10 +206,21 @@ class BenchReport:
     notes: Sequence[str] = field(default_factory=tuple)
     # Every answered turn: (planned second of its final chunk, end to end ms, overhead ms).
     samples: Sequence[tuple[float, float | None, float | None]] = field(default_factory=tuple)
+    # Share of customer lines typed without punctuation (`--unpunctuated`).
+    unpunctuated: float = 0.0
+    # None when the LLM endpoint does not report its requests (it is not the simulator).
+    llm_calls: LlmCalls | None = None
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        report = asdict(self)
+        if self.llm_calls is not None:
+            report["llm_calls"].update(
+                per_turn=self.llm_calls.per_turn,
+                speculations_started=self.llm_calls.speculations_started,
+                confirmed_share=self.llm_calls.confirmed_share,
+            )
+        return report
 
     def write_json(self, path: Path) -> None:
         import json  # noqa: PLC0415  # only this method needs it
@@ -196,6 +249,10 @@ class BenchReport:
             f"{t.throttled} throttled, {t.cancelled} cancelled, {t.lost} lost, "
             f"{t.not_sent} not sent (after {self.warmup_s:g} s of warm-up: {t.warmup} turns)"
         )
+        if self.unpunctuated:
+            out.append(f"script: {self.unpunctuated:.0%} of customer lines typed unpunctuated")
+        if self.llm_calls is not None:
+            out.append(self.llm_calls.line())
         tp = self.throughput
         out.append(
             f"throughput: {tp.turns_per_s:.1f} turns/s sent, {tp.answered_per_s:.1f} answered/s, "

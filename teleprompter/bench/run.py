@@ -14,10 +14,11 @@ import logging
 import os
 import signal
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,11 +34,13 @@ from teleprompter.bench.baseline import (
     run_baseline,
 )
 from teleprompter.bench.driver import AudioClips, DriverResult, TurnResult, drive
+from teleprompter.bench.llm_calls import count_llm_calls
 from teleprompter.bench.processes import ProcessSampler
 from teleprompter.bench.report import (
     BenchReport,
     BudgetCheck,
     Distribution,
+    LlmCalls,
     Machine,
     Mode,
     ProcessUsage,
@@ -80,6 +83,8 @@ class BenchOptions:
     baseline: bool = True
     deadline_s: float = 10.0
     workers: int | None = None
+    speculative: bool | None = None  # None: the settings' (speculative_suggestions)
+    unpunctuated: float = 0.0  # share of customer lines typed without punctuation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +96,7 @@ class _Target:
     llm_base_url: str
     pids: Mapping[str, int]
     settings: Settings
+    worker_urls: Mapping[str, str] = field(default_factory=dict)  # /metrics, when known
 
 
 def run(options: BenchOptions, settings: Settings, *, json_path: Path | None, echo: Echo) -> int:
@@ -144,6 +150,7 @@ async def run_bench(
         seed=options.seed,
         customer_lines=audio.texts if audio else CUSTOMER_LINES,
         speech_s=audio.speech_end_s if audio else None,
+        unpunctuated=options.unpunctuated,
     )
     say(
         f"schedule: {options.sessions} conversations, {schedule.turns} turns over "
@@ -170,6 +177,7 @@ async def run_bench(
                 llm_base_url=system.resolved.llm_base_url,
                 pids={**system.child_pids(), "bench": os.getpid()},
                 settings=system.resolved,
+                worker_urls=system.worker_urls,
             )
             say(f"system ready at {system.ws_url}")
             report = await _measure(options, schedule, target, machine, tag, audio, say)
@@ -194,6 +202,8 @@ def _local_settings(
         updates["llm_ttft_ms"] = options.llm_ttft_ms
     if options.workers is not None:
         updates["workers"] = options.workers
+    if options.speculative is not None:
+        updates["speculative_suggestions"] = options.speculative
     explicit = settings.model_fields_set
     if settings.openai_base_url is None and "llm_max_streams" not in explicit:
         updates["llm_max_streams"] = max(
@@ -226,6 +236,7 @@ async def _measure(
         asyncio.get_running_loop().call_later(warmup_s, sampler.start)
 
     say(f"load: {options.sessions} conversations connect, then {options.duration_s:g} s of script")
+    load_started_ms = time.time() * 1000.0
     driven = await drive(
         schedule,
         ws_url=target.ws_url,
@@ -245,6 +256,13 @@ async def _measure(
         else p
         for p in await sampler.stop()
     ]
+
+    llm_calls = await count_llm_calls(
+        target.llm_base_url,
+        since_ms=load_started_ms,
+        turns_sent=sum(1 for t in driven.turns if t.sent_at is not None),
+        worker_urls=target.worker_urls.values(),
+    )
 
     answered = [t for t in driven.turns if t.outcome == "answered" and t.turn_id is not None]
     endpoint: dict[str, float] = {}
@@ -320,6 +338,7 @@ async def _measure(
         baseline_unavailable=baseline_unavailable,
         processes=processes,
         notes=notes,
+        llm_calls=llm_calls,
     )
 
 
@@ -348,6 +367,7 @@ def _report(
     baseline_unavailable: str | None,
     processes: Sequence[ProcessUsage],
     notes: Sequence[str],
+    llm_calls: LlmCalls | None,
 ) -> BenchReport:
     warmup_s = _warmup_s(options)
     measured = [t for t in driven.turns if t.planned_s >= warmup_s]
@@ -410,7 +430,11 @@ def _report(
             "llm_tokens_per_s": s.llm_tokens_per_s,
             "turn_pause_ms": s.turn_pause_ms,
             "deadline_s": options.deadline_s,
+            "speculative_suggestions": s.speculative_suggestions,
+            "speculation_pause_ms": s.speculation_pause_ms,
         },
+        unpunctuated=options.unpunctuated,
+        llm_calls=llm_calls,
         turns=counts,
         end_to_end_ms=e2e_d,
         llm_ttft_at_endpoint_ms=Distribution.of(

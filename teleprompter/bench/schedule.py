@@ -5,19 +5,26 @@ while speaking, the final one when done), the rep takes a moment to read the sug
 answers, there is a short pause, and the customer speaks again. Every time is fixed before the
 run starts (open loop): a slow system shows up as latency and lost turns, never as fewer
 requests. The same seed gives the same script.
+
+`unpunctuated` sends a share of the customer's lines the way a recogniser without punctuation
+does: no sentence end, so each waits for the turn pause, and a line with a comma as two finals
+a short pause apart (the first of which speculation may start on, wrongly).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 logger = logging.getLogger(__name__)
 
 Speaker = Literal["customer", "rep"]
+
+_SENTENCE_END: Final = re.compile(r"[.?!]+$")
 
 # What customers say on sales and support calls; each ends a sentence, so it makes a turn.
 CUSTOMER_LINES: Final = (
@@ -71,6 +78,11 @@ class Pacing:
     reply_delay_s: tuple[float, float] = (0.8, 2.0)  # the rep reads the suggestion first
     rep_speaks_s: tuple[float, float] = (3.0, 7.0)
     pause_s: tuple[float, float] = (0.5, 1.5)  # before the customer speaks again
+    # At a comma in an unpunctuated line: the customer pauses, and the recogniser's first
+    # interim transcript comes soon after speech resumes, well inside the 0.6 s turn pause
+    # (0.25-0.45 s after the first phrase's final): one turn per line, even under load.
+    phrase_pause_s: tuple[float, float] = (0.1, 0.3)
+    resumed_partial_s: float = 0.15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +97,14 @@ class Line:
     partials: tuple[tuple[float, str], ...] = ()
     # The turn this customer line makes ("<conversation>:<n>"); None for the rep.
     turn_key: str | None = None
+    # Final transcripts (seconds after the run's start, text) when not just `text` at `end_s`:
+    # an unpunctuated line, maybe in two phrases; `text` is then what they add up to.
+    finals: tuple[tuple[float, str], ...] = ()
+
+    @property
+    def final_chunks(self) -> tuple[tuple[float, str], ...]:
+        """Every final transcript of the line, in order; the last one ends it."""
+        return self.finals or ((self.end_s, self.text),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,11 +145,15 @@ def build_schedule(
     pacing: Pacing | None = None,
     customer_lines: Sequence[str] = CUSTOMER_LINES,
     speech_s: SpeechSeconds | None = None,
+    unpunctuated: float = 0.0,
 ) -> Schedule:
     """`sessions` conversations whose customer turns all end within `duration_s`.
 
     `speech_s(text)` is how long the customer takes to say `text` (audio mode passes the
     length of the synthesized speech); by default words at `pacing.words_per_s`.
+    `unpunctuated` (0-1) is the share of customer lines sent without punctuation (module
+    docstring); they are drawn from a random stream of their own, so the rest of the script
+    is the one the seed gives without them.
     """
     if sessions < 1:
         raise ValueError(f"sessions must be at least 1, got {sessions}")
@@ -137,8 +161,13 @@ def build_schedule(
         raise ValueError(f"duration must be positive, got {duration_s} s")
     if not customer_lines:
         raise ValueError("customer_lines must not be empty")
+    if not 0.0 <= unpunctuated <= 1.0:
+        raise ValueError(f"unpunctuated must be a share from 0 to 1, got {unpunctuated}")
+    if unpunctuated and speech_s is not None:
+        raise ValueError("unpunctuated lines are typed transcripts: not for speech")
     pacing = pacing or Pacing()
     rng = random.Random(seed)
+    unpunctuated_rng = random.Random(f"{seed}:unpunctuated")
 
     def spoken(text: str) -> float:
         return len(text.split()) / pacing.words_per_s
@@ -157,20 +186,18 @@ def build_schedule(
         turn = 0
         while True:
             text = rng.choice(customer_lines)
-            end = now + customer_s(text)
-            if end > duration_s:
-                break
-            partials = _partials(text, now, end, every_s=pacing.partial_every_s)
-            lines.append(
-                Line(
-                    speaker="customer",
-                    text=text,
-                    start_s=now,
-                    end_s=end,
-                    partials=partials,
-                    turn_key=f"{index}:{turn}",
+            if unpunctuated and unpunctuated_rng.random() < unpunctuated:
+                line = _unpunctuated(text, now, pacing, spoken, rng=unpunctuated_rng)
+            else:
+                end = now + customer_s(text)
+                partials = _partials(text, now, end, every_s=pacing.partial_every_s)
+                line = Line(
+                    speaker="customer", text=text, start_s=now, end_s=end, partials=partials
                 )
-            )
+            if line.end_s > duration_s:
+                break
+            lines.append(replace(line, turn_key=f"{index}:{turn}"))
+            end = line.end_s
             turn += 1
             rep_start = end + rng.uniform(*pacing.reply_delay_s)
             rep_end = rep_start + rng.uniform(*pacing.rep_speaks_s)
@@ -180,6 +207,35 @@ def build_schedule(
             now = rep_end + rng.uniform(*pacing.pause_s)
         conversations.append(ConversationScript(index=index, lines=tuple(lines)))
     return Schedule(conversations=tuple(conversations), duration_s=duration_s, seed=seed)
+
+
+def _unpunctuated(
+    text: str, start_s: float, pacing: Pacing, spoken: SpeechSeconds, *, rng: random.Random
+) -> Line:
+    """`text` as a recogniser without punctuation sends it: no sentence end, and split at its
+    first comma into two finals a short pause apart."""
+    head, comma, tail = text.partition(", ")
+    phrases = [head, tail] if comma else [text]
+    phrases[-1] = _SENTENCE_END.sub("", phrases[-1])
+    partials: list[tuple[float, str]] = []
+    finals: list[tuple[float, str]] = []
+    at = start_s
+    for n, phrase in enumerate(phrases):
+        if n:
+            at += rng.uniform(*pacing.phrase_pause_s)
+            partials.append((at + pacing.resumed_partial_s, phrase.split()[0]))
+        end = at + spoken(phrase)
+        partials += _partials(phrase, at, end, every_s=pacing.partial_every_s)
+        finals.append((end, phrase))
+        at = end
+    return Line(
+        speaker="customer",
+        text=" ".join(phrases),
+        start_s=start_s,
+        end_s=at,
+        partials=tuple(partials),
+        finals=tuple(finals),
+    )
 
 
 def _partials(

@@ -162,3 +162,48 @@ def test_token_command_without_a_secret_says_how_to_get_one(tmp_path: Path) -> N
     )
     assert result.exit_code == 2
     assert "TELEPROMPTER_SECRET" in result.output
+
+
+# --- rep keys and renewal chains -------------------------------------------------------------
+
+
+def test_a_rep_key_signs_a_rep_in_and_is_no_conversation_token() -> None:
+    signer = TokenSigner(SECRET)
+    key = signer.issue_rep_key("ann", ttl_s=60)
+    claims = signer.verify_rep_key(key)
+    assert (claims.rep, claims.expires_at - claims.issued_at) == ("ann", 60)
+    # Its subject is the rep's name, yet it admits to no conversation of that name.
+    with pytest.raises(TokenError) as caught:
+        signer.verify(key, conversation_id="ann")
+    assert caught.value.reason == "malformed"
+
+
+def test_a_conversation_token_is_no_rep_key() -> None:
+    signer = TokenSigner(SECRET)
+    with pytest.raises(TokenError) as caught:
+        signer.verify_rep_key(signer.issue("conv-1", rep="ann", ttl_s=60))
+    assert caught.value.reason == "malformed"
+    with pytest.raises(TokenError) as expired:
+        signer.verify_rep_key(signer.issue_rep_key("ann", ttl_s=1, now=time.time() - 3600))
+    assert expired.value.reason == "expired"
+
+
+def test_a_renewed_token_remembers_when_its_chain_began() -> None:
+    signer = TokenSigner(SECRET)
+    first = signer.verify(signer.issue("conv-1", ttl_s=60), conversation_id="conv-1")
+    assert first.authenticated_at == first.issued_at
+    renewed = signer.issue("conv-1", ttl_s=60, authenticated_at=first.issued_at - 100)
+    assert signer.verify(renewed, conversation_id="conv-1").authenticated_at == (
+        first.issued_at - 100
+    )
+
+
+def test_the_token_command_prints_a_rep_key(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"TELEPROMPTER_SECRET": SECRET.decode()}
+    result = runner.invoke(main, ["token", "--rep", "ann", "--rep-key"], env=env)
+    assert result.exit_code == 0, result.output
+    assert TokenSigner(SECRET).verify_rep_key(result.output.strip()).rep == "ann"
+    for bad in (["token", "--rep-key"], ["token", "--rep", "ann"], ["token"]):
+        refused = runner.invoke(main, bad, env=env)
+        assert refused.exit_code != 0, bad

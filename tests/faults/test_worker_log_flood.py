@@ -19,6 +19,7 @@ STALL_TIMEOUT_S = 2.0
 # The monitor runs every 2.5 s (2.5 x the commit interval); three rounds after the timeout.
 OBSERVATION_S = STALL_TIMEOUT_S + 3 * 2.5
 FLOOD = re.compile(r"has not sent fetch request|stopped responding to fetch requests")
+SLOW_STREAM = re.compile(r"Stream stopped processing, or is slow")
 
 
 async def test_an_idle_worker_logs_no_fetch_request_errors(
@@ -42,4 +43,7 @@ async def test_an_idle_worker_logs_no_fetch_request_errors(
                 timeout_s=OBSERVATION_S,
                 what="a fetch-request error",
             )
-    assert not [line for line in lines if "ERROR" in line], "\n".join(lines[-40:])
+    # With the stall timeout cut to 2 s, Faust's "stream is slow" report is a judgment of this
+    # machine's speed (a loaded machine takes longer than 2 s now and then), not of the flood.
+    errors = [line for line in lines if "ERROR" in line and not SLOW_STREAM.search(line)]
+    assert not errors, "\n".join(lines[-40:])

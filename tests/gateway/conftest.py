@@ -313,6 +313,7 @@ def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
 from tests.gateway.test_page import (  # noqa: E402, F401  # fixtures by import
     browser,
     chromium,
-    speech_wav,
+    customer_audio,
+    rep_wav,
     stand_in,
 )

@@ -434,7 +434,14 @@ async def test_replies_reach_only_their_conversation_in_order(
     assert got_b[len(words_b) :] == [
         {"type": "suggestion_cancelled", "turn_id": "turn-b", "reason": "superseded"},
         {"type": "suggestion_failed", "turn_id": "turn-d", "reason": "llm_timeout"},
-        {"type": "transcript", "speaker": "customer", "text": "Is it in stock?", "final": False},
+        {
+            "type": "transcript",
+            "speaker": "customer",
+            "text": "Is it in stock?",
+            "final": False,
+            "segment_id": "asr:1",
+            "revision": 0,
+        },
         {"type": "throttled", "reason": "capacity", "turn_id": "turn-c"},
     ]
     await ws_a.close()

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from playwright.async_api import Browser, expect
+from playwright.async_api import expect
 
 from tests.gateway.test_page import (
+    CUSTOMER_TAG,
     FRAME_BYTES,
+    REP_TAG,
     SOCKET_SPY,
+    Chromium,
     StandInConnection,
     StandInGateway,
     new_page,
     open_live,
     settle,
+    voice_frames,
 )
+
+PCM_FRAME_BYTES = FRAME_BYTES - 1  # a voice's frame without its tag byte
 
 
 def typed_chunks(session: StandInConnection) -> list[dict[str, Any]]:
@@ -31,7 +37,7 @@ async def type_line(page: Any, text: str) -> None:
 
 
 async def test_unacked_messages_are_resent_after_a_reconnect_with_their_seq(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
@@ -62,36 +68,51 @@ async def test_unacked_messages_are_resent_after_a_reconnect_with_their_seq(
         assert [m["text"] for m in typed_chunks(third)] == ["Third line."]
 
 
-async def test_unacked_audio_is_resent_from_its_offset(
-    browser: Browser, stand_in: StandInGateway
+async def test_each_voices_unacked_audio_is_resent_from_its_own_offset(
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
         await page.get_by_test_id("start").click()
-        await session.wait_until(lambda: len(session.frames) >= 12, "12 audio frames")
+        await session.wait_until(
+            lambda: all(len(voice_frames(session, tag)) >= 12 for tag in (REP_TAG, CUSTOMER_TAG)),
+            "12 audio frames of each voice",
+        )
         await page.get_by_test_id("stop").click()
         await expect(page.get_by_test_id("start")).to_be_enabled()
         # A line typed after the audio arrives after every frame: the socket keeps order.
         await type_line(page, "After the audio.")
         await session.wait_until(lambda: bool(typed_chunks(session)), "the line after the audio")
-        frames = list(session.frames)
-        await session.send({"type": "ack", "audio_offset": 5 * FRAME_BYTES})  # 5 frames stored
+        # Offsets count each voice's audio bytes alone, without the tag byte.
+        acked = {REP_TAG: 5, CUSTOMER_TAG: 3}  # frames stored, per voice
+        for tag, frames in acked.items():
+            await session.send(
+                {"type": "ack", "audio_offset": frames * PCM_FRAME_BYTES, "stream": tag}
+            )
         await session.send({"type": "ack", "seq": typed_chunks(session)[0]["seq"]})
         await settle(page, session, "acks read")
+        # What must come again: each voice from its first unacked frame, in the order sent.
+        unacked, seen = [], dict.fromkeys(acked, 0)
+        for frame in session.frames:
+            if seen[frame[0]] >= acked[frame[0]]:
+                unacked.append(frame)
+            seen[frame[0]] += 1
 
         await session.close(1001, "server going away")
         resumed = await stand_in.next_session()
         await resumed.ready()
         await resumed.wait_until(
-            lambda: len(resumed.frames) >= len(frames) - 5, "the unacked frames again"
+            lambda: len(resumed.frames) >= len(unacked), "the unacked frames of both voices"
         )
-        config = next(m for m in resumed.messages if m.get("type") == "audio_config")
-        assert config["offset"] == 5 * FRAME_BYTES
-        assert resumed.frames[: len(frames) - 5] == frames[5:]  # the same bytes, in order
+        offsets = {
+            m["stream"]: m.get("offset") for m in resumed.messages if m["type"] == "audio_config"
+        }
+        assert offsets == {tag: frames * PCM_FRAME_BYTES for tag, frames in acked.items()}
+        assert resumed.frames == unacked  # the same bytes, in their order
 
 
 async def test_a_socket_replaced_by_another_stops_and_never_retries(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         await page.add_init_script(SOCKET_SPY)

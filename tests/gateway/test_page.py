@@ -1,22 +1,31 @@
 """The rep's page (gateway/static) in a real headless Chromium.
 
-Three partners for the page: a stand-in, the real gateway, and (once it runs in tests) the whole
-system. The stand-in is a test-only aiohttp server that serves gateway/static/ and speaks the
-WebSocket protocol of /work/shared/CONTRACT.md under the test's direction; it unit-tests the
-page's rendering, microphone path and reconnect logic and is not our gateway. The real gateway
-runs on the session's broker while the test plays the workers on its Kafka topics. Chromium's
-fake microphone plays speech that espeak-ng synthesises, so the page's own getUserMedia ->
-AudioWorklet path is what streams it. Screenshots land in artifacts/ at the repository root.
+Three partners for the page: a stand-in, the real gateway, and the whole system. The stand-in is
+a test-only aiohttp server that serves gateway/static/ and speaks the WebSocket protocol of
+/work/shared/CONTRACT.md under the test's direction; it unit-tests the page's rendering, audio
+path and reconnect logic and is not our gateway. The real gateway runs on the session's broker
+while the test plays the workers on its Kafka topics.
+
+Two voices with different speech. Chromium's fake microphone plays the rep's words (espeak-ng).
+Chromium cannot give the customer other words: `--use-file-for-fake-audio-capture` feeds one file
+to every capture device, its fake display capture plays that same file, and real tab capture
+cannot start audio in headless Chromium ("NotReadableError: Could not start audio source"). So
+the customer's side of the call comes from a test-injected `getDisplayMedia`, which returns a
+MediaStream playing the customer's words through Web Audio; from that MediaStream on, the page's
+own AudioWorklet path streams it exactly as it would a shared call tab. Screenshots land in
+artifacts/ at the repository root.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -41,9 +50,16 @@ from playwright.async_api import (
     expect,
 )
 
+from core.kafka.catalog import TopicCatalog
 from core.settings import Settings
 from gateway.app import create_app
-from schemas.events import AudioChunk, SuggestionEvent, TranscriptSegment
+from schemas.events import (
+    AudioChunk,
+    CustomerProfile,
+    SuggestionEvent,
+    TranscriptSegment,
+    Turn,
+)
 from teleprompter.local_system import LocalSystem
 from tests.gateway.conftest import (
     GatewayFactory,
@@ -62,8 +78,11 @@ ARTIFACTS_DIR: Final = REPO_ROOT / "artifacts"
 CHROMIUM: Final = "/usr/bin/chromium"
 
 GOOD_TOKEN: Final = "stand-in-token"
-SPOKEN_TEXT: Final = "Hi, I am calling about my invoice. How much does the premium plan cost?"
-FRAME_BYTES: Final = 3200  # 100 ms of 16 kHz mono s16le
+REP_TEXT: Final = "Thanks for calling Acme support, my name is Sam. How can I help you today?"
+CUSTOMER_TEXT: Final = "Hi, I am calling about my invoice. How much does the premium plan cost?"
+FRAME_BYTES: Final = 3201  # a stream tag byte, then 100 ms of 16 kHz mono s16le
+REP_TAG: Final = 1
+CUSTOMER_TAG: Final = 2
 WAIT_S: Final = 20.0
 WAIT_MS: Final = 15_000
 
@@ -130,9 +149,12 @@ class StandInGateway:
         self.sessions: asyncio.Queue[StandInConnection] = asyncio.Queue(maxsize=32)
         self.open: set[web.WebSocketResponse] = set()
         self.refused = 0
+        self.tokens = {GOOD_TOKEN}
+        self.renewals: list[dict[str, Any]] = []
         self.app = web.Application()
         self.app.router.add_get("/", self._index)
         self.app.router.add_get("/ws", self._websocket)
+        self.app.router.add_post("/token", self._renew)
         self.app.router.add_static("/static", STATIC_DIR)
         self.runner = web.AppRunner(self.app)
         self.base_url = ""
@@ -159,13 +181,26 @@ class StandInGateway:
         except TimeoutError:
             raise AssertionError("the page did not open a WebSocket session") from None
 
+    async def _renew(self, request: web.Request) -> web.Response:
+        """`POST /token` as the gateway answers it: any known token is renewed."""
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = await request.json()
+        self.renewals.append({"bearer": bearer, **body})
+        if bearer not in self.tokens:
+            return web.json_response({"error": "unauthorized", "message": "no"}, status=401)
+        renewed = jwt_like(expires_in_s=8 * 3600, lifetime_s=8 * 3600)
+        self.tokens.add(renewed)
+        return web.json_response(
+            {"conversation_id": body["conversation_id"], "token": renewed, "expires_at": 0}
+        )
+
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        if request.query.get("token") != GOOD_TOKEN:
+        if request.query.get("token") not in self.tokens:
             self.refused += 1
             await ws.close(code=4001, message=b"Unauthorized")
             return ws
@@ -184,18 +219,58 @@ class StandInGateway:
         return ws
 
 
+def jwt_like(*, expires_in_s: float, lifetime_s: float) -> str:
+    """An unsigned token shaped like ours: the page reads `iat` and `exp`, the server checks."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    now = time.time()
+    claims = {
+        "sub": "c1",
+        "iat": int(now + expires_in_s - lifetime_s),
+        "exp": int(now + expires_in_s),
+    }
+    return f"{part({'alg': 'none'})}.{part(claims)}.{uuid.uuid4().hex}"
+
+
 # ---- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A few seconds of synthesised speech: what Chromium's fake microphone plays, looped."""
+def speak(text: str, path: Path, *voice: str) -> Path:
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         pytest.fail("espeak-ng is missing; scripts/test.sh installs it")
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    subprocess.run([espeak, "-s", "150", "-w", str(path), SPOKEN_TEXT], check=True)
+    subprocess.run([espeak, *voice, "-s", "150", "-w", str(path), text], check=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def rep_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rep's words: what Chromium's fake microphone plays, looped."""
+    return speak(REP_TEXT, tmp_path_factory.mktemp("speech") / "rep.wav")
+
+
+@pytest.fixture(scope="module")
+def customer_audio(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An init script: `getDisplayMedia` gives a stream of the customer's words, looped."""
+    wav = speak(CUSTOMER_TEXT, tmp_path_factory.mktemp("speech") / "customer.wav", "-v", "en-us")
+    encoded = base64.b64encode(wav.read_bytes()).decode()
+    return """
+        (() => {
+          const wav = Uint8Array.from(atob("CUSTOMER_WAV"), (c) => c.charCodeAt(0)).buffer;
+          navigator.mediaDevices.getDisplayMedia = async () => {
+            const context = new AudioContext();
+            const source = context.createBufferSource();
+            source.buffer = await context.decodeAudioData(wav.slice(0));
+            source.loop = true;
+            const line = context.createMediaStreamDestination();
+            source.connect(line);
+            source.start();
+            return line.stream;
+          };
+        })();
+        """.replace("CUSTOMER_WAV", encoded)
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +280,16 @@ def chromium() -> str:
     return CHROMIUM
 
 
+@dataclass(frozen=True)
+class Chromium:
+    """The browser, and the init script every page gets: the customer's side of the call."""
+
+    browser: Browser
+    customer_audio: str
+
+
 @pytest_asyncio.fixture(scope="module")
-async def browser(chromium: str, speech_wav: Path) -> AsyncIterator[Browser]:
+async def browser(chromium: str, rep_wav: Path, customer_audio: str) -> AsyncIterator[Chromium]:
     expect.set_options(timeout=WAIT_MS)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -224,11 +307,11 @@ async def browser(chromium: str, speech_wav: Path) -> AsyncIterator[Browser]:
                 "--autoplay-policy=no-user-gesture-required",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={speech_wav}",
+                f"--use-file-for-fake-audio-capture={rep_wav}",
             ],
         )
         try:
-            yield browser
+            yield Chromium(browser=browser, customer_audio=customer_audio)
         finally:
             await browser.close()
 
@@ -245,15 +328,16 @@ async def stand_in() -> AsyncIterator[StandInGateway]:
 
 @asynccontextmanager
 async def new_page(
-    browser: Browser,
+    browser: Chromium,
     viewport: ViewportSize = WIDE,
     *,
     allowed_errors: re.Pattern[str] | None = None,
 ) -> AsyncIterator[Page]:
     """A fresh browser context; page errors fail the test rather than pass unnoticed."""
-    context: BrowserContext = await browser.new_context(
+    context: BrowserContext = await browser.browser.new_context(
         viewport=viewport, permissions=["microphone"]
     )
+    await context.add_init_script(browser.customer_audio)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -289,12 +373,25 @@ async def settle(page: Page, session: StandInConnection, marker: str) -> None:
     await expect(page.get_by_test_id("transcript")).to_contain_text(marker)
 
 
-# Test instrumentation: every WebSocket the page creates, in order.
+# Test instrumentation: every WebSocket the page creates, in order, and the text frames it
+# sends and hears on them.
 SOCKET_SPY: Final = """
     window.__sockets = [];
+    window.__sent = [];
+    window.__heard = [];
     const RealWebSocket = window.WebSocket;
     window.WebSocket = class extends RealWebSocket {
-      constructor(...args) { super(...args); window.__sockets.push(this); }
+      constructor(...args) {
+        super(...args);
+        window.__sockets.push(this);
+        this.addEventListener("message", (event) => {
+          if (typeof event.data === "string") window.__heard.push(JSON.parse(event.data));
+        });
+      }
+      send(data) {
+        if (typeof data === "string") window.__sent.push(JSON.parse(data));
+        super.send(data);
+      }
     };
 """
 
@@ -354,7 +451,7 @@ ANSWER: Final = [
 
 
 async def test_partial_transcript_is_greyed_then_replaced_by_its_final(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
@@ -383,7 +480,7 @@ async def test_partial_transcript_is_greyed_then_replaced_by_its_final(
 
 
 async def test_suggestion_streams_by_full_text_and_reports_latency(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
@@ -438,7 +535,7 @@ async def test_suggestion_streams_by_full_text_and_reports_latency(
 
 
 async def test_cancelled_suggestion_fades_and_late_deltas_stay_away(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
@@ -468,7 +565,7 @@ async def test_cancelled_suggestion_fades_and_late_deltas_stay_away(
         await expect(suggestion).to_have_css("opacity", "1")
 
 
-async def test_server_error_is_shown(browser: Browser, stand_in: StandInGateway) -> None:
+async def test_server_error_is_shown(browser: Chromium, stand_in: StandInGateway) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
         await session.send({"type": "error", "code": "bad_message", "message": "unknown type"})
@@ -479,11 +576,97 @@ async def test_server_error_is_shown(browser: Browser, stand_in: StandInGateway)
         await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
 
 
+async def test_error_codes_that_need_advice_get_it(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+        notice = page.get_by_test_id("notice")
+        await session.send({"type": "error", "code": "rate_limited", "message": "40 msg/s"})
+        await expect(notice).to_contain_text("faster than the gateway allows")
+        await expect(notice).to_contain_text("40 msg/s")
+        await session.send({"type": "error", "code": "bad_text", "message": "lone surrogate"})
+        await expect(notice).to_contain_text("not valid text")
+        await session.send({"type": "ack", "seq": 3})  # bookkeeping: nothing shown
+        await settle(page, session, "marker after ack")
+        await expect(notice).to_contain_text("not valid text")
+
+
+async def test_a_degraded_llm_and_failed_suggestions_are_shown(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+        llm = page.get_by_test_id("llm-status")
+        suggestion = page.get_by_test_id("suggestion")
+        note = page.get_by_test_id("suggestion-note")
+        await expect(llm).to_be_hidden()
+        await session.send({"type": "status", "llm": "degraded", "reason": "LLM timing out"})
+        await expect(llm).to_be_visible()
+        await expect(llm).to_have_text("Suggestions degraded: LLM timing out")
+
+        await session.send(next(suggestion_deltas("t1", ["Let me"])))
+        await session.send({"type": "suggestion_failed", "turn_id": "t1", "reason": "timeout"})
+        await expect(suggestion).to_have_attribute("data-state", "failed")
+        await expect(note).to_be_visible()
+        await expect(note).to_have_text("No suggestion: the language model took too long.")
+
+        # A failure for a turn that never streamed says so too, in place of the last one.
+        await session.send({"type": "suggestion_failed", "turn_id": "t2", "reason": "HTTP 503"})
+        await expect(suggestion).to_have_attribute("data-turn-id", "t2")
+        await expect(note).to_have_text("No suggestion: HTTP 503.")
+        await expect(suggestion).to_have_text("")
+
+        # Cancelled for a reason other than newer speech: said, not just faded.
+        await session.send(next(suggestion_deltas("t3", ["Sure"])))
+        await expect(note).to_be_hidden()
+        await session.send(
+            {"type": "suggestion_cancelled", "turn_id": "t3", "reason": "worker_lost"}
+        )
+        await expect(suggestion).to_have_attribute("data-state", "cancelled")
+        await expect(note).to_contain_text("its worker stopped")
+
+        # Superseded is the everyday case: it fades without a word.
+        await session.send(next(suggestion_deltas("t4", ["Well"])))
+        await session.send(
+            {"type": "suggestion_cancelled", "turn_id": "t4", "reason": "superseded"}
+        )
+        await expect(suggestion).to_have_attribute("data-state", "cancelled")
+        await expect(note).to_be_hidden()
+
+        await session.send({"type": "status", "llm": "ok", "reason": ""})
+        await expect(llm).to_be_hidden()
+
+
+async def test_a_revised_transcript_replaces_its_line(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+        lines = page.get_by_test_id("transcript").locator("li")
+        say = {"type": "transcript", "speaker": "customer", "final": True}
+        await session.send({**say, "text": "I was charged to ice."})
+        await session.send({**say, "speaker": "rep", "text": "Let me check."})
+        await expect(lines).to_have_count(2)
+        await session.send({**say, "text": "I was charged twice.", "revision": 1})
+        await expect(lines.first.locator(".words")).to_have_text("I was charged twice.")
+        await expect(lines.first).to_have_attribute("data-revision", "1")
+        await expect(lines).to_have_count(2)  # replaced, not appended
+
+        # With segment ids, the revision finds its own line even after newer ones.
+        await session.send({**say, "text": "Plan A", "segment_id": "s9"})
+        await session.send({**say, "text": "and plan B", "segment_id": "s10"})
+        await session.send({**say, "text": "Plan A plus", "segment_id": "s9", "revision": 2})
+        await expect(lines).to_have_count(4)
+        await expect(lines.nth(2).locator(".words")).to_have_text("Plan A plus")
+        await expect(lines.nth(3).locator(".words")).to_have_text("and plan B")
+
+
 # ---- surviving the network ------------------------------------------------------------------
 
 
 async def test_reconnect_after_going_away_resumes_the_suggestion_seamlessly(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
@@ -534,7 +717,7 @@ async def test_reconnect_after_going_away_resumes_the_suggestion_seamlessly(
     ],
 )
 async def test_refusal_is_shown_and_never_retried(
-    browser: Browser,
+    browser: Chromium,
     stand_in: StandInGateway,
     close_code: int,
     token: str,
@@ -563,8 +746,64 @@ async def test_refusal_is_shown_and_never_retried(
         await expect(status).to_have_attribute("data-state", state)
 
 
+async def test_an_expired_token_is_shown_and_never_retried(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    async with new_page(browser) as page:
+        await page.add_init_script(SOCKET_SPY)
+        await page.clock.install()
+        session = await open_live(page, stand_in)
+        await session.close(4001, "token_expired")
+        status = page.get_by_test_id("status")
+        await expect(status).to_have_attribute("data-state", "expired")
+        await expect(page.get_by_test_id("notice")).to_contain_text("link expired")
+        await expect(page.get_by_test_id("start")).to_be_disabled()
+        await page.clock.run_for(10 * 60 * 1000)
+        assert await page.evaluate("window.__sockets.length") == 1
+
+
+async def test_the_token_is_renewed_before_it_expires(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    # Issued almost eight hours ago: two minutes left, under the five-minute renewal lead.
+    nearly_spent = jwt_like(expires_in_s=120, lifetime_s=8 * 3600)
+    stand_in.tokens.add(nearly_spent)
+    async with new_page(browser) as page:
+        await page.goto(stand_in.page_url(token=nearly_spent))
+        session = await stand_in.next_session()
+        assert session.query["token"] == nearly_spent
+        # The renewal is due at once; it may come back before or after `ready`: either way the
+        # live session hears the new token in-band, and no second socket is opened.
+        await session.ready()
+        await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+        await session.wait_until(
+            lambda: any(m.get("type") == "token" for m in session.messages), "a token message"
+        )
+        [renewal] = [m for m in session.messages if m.get("type") == "token"]
+        assert stand_in.renewals == [{"bearer": nearly_spent, "conversation_id": "c1"}]
+        assert renewal["token"] in stand_in.tokens and renewal["token"] != nearly_spent
+        assert isinstance(renewal["seq"], int)
+        # The address carries the renewed token, so a reload still works.
+        await expect(page).to_have_url(re.compile(f"token={re.escape(renewal['token'])}"))
+        assert stand_in.sessions.empty()
+
+        # A later connection opens with the new token, and needs no renewal message.
+        await session.close(1001, "server going away")
+        resumed = await stand_in.next_session()
+        assert resumed.query["token"] == renewal["token"]
+        await resumed.ready()
+        await page.get_by_test_id("text-input").fill("after the reconnect")
+        await page.get_by_test_id("text-input").press("Enter")
+        # Frames keep their order: a token message would have come before this line.
+        await resumed.wait_until(
+            lambda: any(m.get("type") == "transcript_chunk" for m in resumed.messages),
+            "the typed line",
+        )
+        assert not any(m.get("type") == "token" for m in resumed.messages)
+
+
 async def test_page_without_credentials_explains_itself(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         await page.goto(f"{stand_in.base_url}/")
@@ -574,80 +813,171 @@ async def test_page_without_credentials_explains_itself(
         assert stand_in.sessions.empty()
 
 
-# ---- the microphone path ----------------------------------------------------------------------
+# ---- the two voices ------------------------------------------------------------------------------
 
 
-async def capture(page: Page, session: StandInConnection, frames: int) -> None:
-    await session.wait_until(lambda: len(session.frames) >= frames, f"{frames} audio frames")
+async def capture(
+    page: Page, session: StandInConnection, frames: int, tag: int | None = None
+) -> None:
+    what = f"{frames} audio frames" + ("" if tag is None else f" of stream {tag}")
+    await session.wait_until(lambda: len(voice_frames(session, tag)) >= frames, what)
 
 
-def assert_config_precedes_audio(session: StandInConnection) -> None:
-    first_frame = next(i for i, item in enumerate(session.received) if isinstance(item, bytes))
-    configs = [
-        i
+def voice_frames(session: StandInConnection, tag: int | None) -> list[bytes]:
+    return [f for f in session.frames if tag is None or f[:1] == bytes([tag])]
+
+
+def assert_configs_precede_audio(session: StandInConnection) -> None:
+    # Sent as messages they have a seq; a resumed session is told where in each stream the
+    # resent frames start (offset).
+    configs = {
+        item["stream"]: (
+            i,
+            {key: value for key, value in item.items() if key not in ("seq", "offset")},
+        )
         for i, item in enumerate(session.received)
         if isinstance(item, dict) and item.get("type") == "audio_config"
-    ]
-    assert configs and configs[0] < first_frame, "audio_config must precede the first audio frame"
-    config = session.received[configs[0]]
-    assert isinstance(config, dict)
-    # Sent as a message it has a seq; a resumed session is told where in the page's audio
-    # stream the resent frames start (offset).
-    config = {key: value for key, value in config.items() if key not in ("seq", "offset")}
-    assert config == {
-        "type": "audio_config",
-        "encoding": "pcm_s16le",
-        "sample_rate": 16000,
-        "speaker": "customer",
     }
+    assert {tag: config for tag, (_, config) in configs.items()} == {
+        REP_TAG: {
+            "type": "audio_config",
+            "encoding": "pcm_s16le",
+            "sample_rate": 16000,
+            "speaker": "rep",
+            "stream": REP_TAG,
+        },
+        CUSTOMER_TAG: {
+            "type": "audio_config",
+            "encoding": "pcm_s16le",
+            "sample_rate": 16000,
+            "speaker": "customer",
+            "stream": CUSTOMER_TAG,
+        },
+    }
+    for tag, (position, _) in configs.items():
+        first = next(
+            (
+                i
+                for i, item in enumerate(session.received)
+                if isinstance(item, bytes) and item[0] == tag
+            ),
+            None,
+        )
+        assert first is None or position < first, f"stream {tag}'s audio_config must come first"
 
 
-async def test_microphone_streams_16khz_s16le_frames_and_resumes_after_reconnect(
-    browser: Browser, stand_in: StandInGateway
+def speech_of(frames: list[bytes]) -> np.ndarray:
+    """The PCM of a voice's tagged frames."""
+    return pcm([frame[1:] for frame in frames])
+
+
+async def test_both_voices_stream_as_tagged_16khz_frames_and_resume_after_reconnect(
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
         await page.get_by_test_id("start").click()
         await expect(page.get_by_test_id("stop")).to_be_enabled()
         await expect(page.get_by_test_id("start")).to_be_disabled()
-        await expect(page.get_by_test_id("level")).to_be_visible()
+        await expect(page.get_by_test_id("rep-level")).to_be_visible()
+        await expect(page.get_by_test_id("customer-level")).to_be_visible()
 
-        await capture(page, session, 40)  # ~4 s of speech
-        assert_config_precedes_audio(session)
+        await capture(page, session, 40, REP_TAG)  # ~4 s of the rep's speech
+        await capture(page, session, 40, CUSTOMER_TAG)
+        assert_configs_precede_audio(session)
+        assert {frame[0] for frame in session.frames} == {REP_TAG, CUSTOMER_TAG}
         sizes = {len(frame) for frame in session.frames}
-        assert sizes == {FRAME_BYTES}, f"every frame should be 100 ms = {FRAME_BYTES} bytes"
-        samples = pcm(session.frames)
-        assert np.max(np.abs(samples)) > 3000, "the fake microphone's speech arrived as silence"
-        frame_rms = [float(np.sqrt(np.mean(pcm([f]) ** 2))) for f in session.frames]
-        assert max(frame_rms) > 800 and min(frame_rms) < max(frame_rms) / 4, (
-            "speech should come and go in loudness, not be constant noise or a tone"
-        )
+        assert sizes == {FRAME_BYTES}, f"every frame is a tag byte and 100 ms = {FRAME_BYTES} bytes"
+        for tag in (REP_TAG, CUSTOMER_TAG):
+            frames = voice_frames(session, tag)
+            samples = speech_of(frames)
+            assert np.max(np.abs(samples)) > 3000, f"stream {tag}'s speech arrived as silence"
+            frame_rms = [float(np.sqrt(np.mean(speech_of([f]) ** 2))) for f in frames]
+            assert max(frame_rms) > 800 and min(frame_rms) < max(frame_rms) / 4, (
+                f"stream {tag}: speech should come and go in loudness, not be noise or a tone"
+            )
+        # Two voices, not one voice twice.
+        rep, customer = (speech_of(voice_frames(session, tag))[:48_000] for tag in (1, 2))
+        assert abs(np.corrcoef(rep, customer)[0, 1]) < 0.5
 
         await session.close(1001, "server going away")
         resumed = await stand_in.next_session()
         await resumed.ready()
-        await capture(page, resumed, 5)
-        assert_config_precedes_audio(resumed)
+        await capture(page, resumed, 5, REP_TAG)
+        await capture(page, resumed, 5, CUSTOMER_TAG)
+        assert_configs_precede_audio(resumed)
 
         await page.get_by_test_id("stop").click()
         await expect(page.get_by_test_id("start")).to_be_enabled()
         await expect(page.get_by_test_id("stop")).to_be_disabled()
 
 
+async def test_muting_a_voice_stops_its_frames_only(
+    browser: Chromium, stand_in: StandInGateway
+) -> None:
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+        await page.get_by_test_id("start").click()
+        await capture(page, session, 5, REP_TAG)
+        mute = page.get_by_test_id("rep-mute")
+        await mute.click()
+        await expect(mute).to_have_attribute("aria-pressed", "true")
+        await expect(mute).to_have_text("Unmute")
+        # A message sent after the mute marks the point after which no rep frame may come.
+        await page.get_by_test_id("text-input").fill("muted now")
+        await page.get_by_test_id("text-input").press("Enter")
+
+        def after_marker(tag: int) -> list[bytes]:
+            marker = next(
+                i
+                for i, item in enumerate(session.received)
+                if isinstance(item, dict) and item.get("text") == "muted now"
+            )
+            later = session.received[marker + 1 :]
+            return [f for f in later if isinstance(f, bytes) and f[0] == tag]
+
+        await session.wait_until(
+            lambda: (
+                any(isinstance(m, dict) and m.get("text") == "muted now" for m in session.received)
+                and len(after_marker(CUSTOMER_TAG)) >= 20
+            ),
+            "20 customer frames after the mute",
+        )
+        assert after_marker(REP_TAG) == []
+
+        await mute.click()
+        await expect(mute).to_have_attribute("aria-pressed", "false")
+        await session.wait_until(lambda: len(after_marker(REP_TAG)) >= 5, "the rep's voice again")
+
+
+async def test_a_voice_can_be_switched_off(browser: Chromium, stand_in: StandInGateway) -> None:
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+        await page.get_by_test_id("customer-device").select_option("off")
+        await page.get_by_test_id("start").click()
+        await capture(page, session, 10, REP_TAG)
+        assert voice_frames(session, CUSTOMER_TAG) == []
+        # Switched on mid-call, the customer's voice starts streaming at once.
+        await page.get_by_test_id("customer-device").select_option("display")
+        await capture(page, session, 5, CUSTOMER_TAG)
+        await page.get_by_test_id("stop").click()
+
+
 @pytest.mark.slow
 async def test_microphone_audio_is_recognisable_speech(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     """Whisper understands what the page streamed: the rate, format and filter are right."""
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
+        await page.get_by_test_id("customer-device").select_option("off")
         await page.get_by_test_id("start").click()
         # The wav loops; ~2.5 passes guarantee at least one whole sentence.
-        await capture(page, session, 150)
+        await capture(page, session, 150, REP_TAG)
         await page.get_by_test_id("stop").click()
         await expect(page.get_by_test_id("start")).to_be_enabled()
 
-    audio = (pcm(session.frames) / 32768.0).astype(np.float32)
+    audio = (speech_of(voice_frames(session, REP_TAG)) / 32768.0).astype(np.float32)
 
     def transcribe() -> str:
         model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
@@ -655,14 +985,16 @@ async def test_microphone_audio_is_recognisable_speech(
         return " ".join(segment.text for segment in segments).lower()
 
     text = await asyncio.to_thread(transcribe)
-    # tiny.en mishears single words on a random cut of the looped clip ("plan" as "gland"), so
-    # the page's audio path passes when the clip's distinctive words come through, not each one.
-    heard = [word for word in ("invoice", "premium", "plan", "calling", "cost") if word in text]
+    # tiny.en mishears single words on a random cut of the looped clip, so the page's audio
+    # path passes when the clip's distinctive words come through, not each one.
+    heard = [
+        word for word in ("thanks", "calling", "support", "name", "help", "today") if word in text
+    ]
     assert len(heard) >= 4, f"only {heard} recognised in what the page streamed: {text!r}"
 
 
 async def test_resampler_passes_speech_band_and_rejects_aliases(
-    browser: Browser, stand_in: StandInGateway
+    browser: Chromium, stand_in: StandInGateway
 ) -> None:
     """The worklet's band-limited resampler, run in the browser on pure tones."""
     async with new_page(browser) as page:
@@ -716,7 +1048,7 @@ async def focused_test_id(page: Page) -> str | None:
     return str(test_id) if test_id is not None else None
 
 
-async def tab_to(page: Page, test_id: str, max_presses: int = 8) -> None:
+async def tab_to(page: Page, test_id: str, max_presses: int = 16) -> None:
     for _ in range(max_presses):
         await page.keyboard.press("Tab")
         if await focused_test_id(page) == test_id:
@@ -727,7 +1059,7 @@ async def tab_to(page: Page, test_id: str, max_presses: int = 8) -> None:
     raise AssertionError(f"[data-testid={test_id}] is not reachable with Tab")
 
 
-async def test_keyboard_only_flow(browser: Browser, stand_in: StandInGateway) -> None:
+async def test_keyboard_only_flow(browser: Chromium, stand_in: StandInGateway) -> None:
     async with new_page(browser) as page:
         session = await open_live(page, stand_in)
 
@@ -769,6 +1101,63 @@ async def test_keyboard_only_flow(browser: Browser, stand_in: StandInGateway) ->
         await expect(page.get_by_test_id("text-input")).to_be_focused()
 
 
+async def test_keyboard_only_call_controls(browser: Chromium, stand_in: StandInGateway) -> None:
+    """Pick the voices, mute, save the customer's profile and end the call: all by keyboard."""
+    async with new_page(browser) as page:
+        session = await open_live(page, stand_in)
+
+        await tab_to(page, "customer-device")
+        await page.keyboard.press("ArrowDown")  # "Call tab or screen" -> "Off"
+        await expect(page.get_by_test_id("customer-device")).to_have_value("off")
+        await tab_to(page, "rep-mute")
+        await page.keyboard.press("Space")
+        await expect(page.get_by_test_id("rep-mute")).to_have_attribute("aria-pressed", "true")
+        await page.keyboard.press("Space")
+        await expect(page.get_by_test_id("rep-mute")).to_have_attribute("aria-pressed", "false")
+
+        await tab_to(page, "start", max_presses=30)
+        await page.keyboard.press("Enter")
+        await capture(page, session, 3, REP_TAG)
+        assert voice_frames(session, CUSTOMER_TAG) == []
+
+        # The profile panel opens from its summary; Enter in a field saves it.
+        await tab_to(page, "context-toggle")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_test_id("context-name")).to_be_visible()
+        await tab_to(page, "context-name")
+        await page.keyboard.type("Dana Reyes")
+        await tab_to(page, "context-notes")
+        await page.keyboard.type("Charged twice in May.")
+        await tab_to(page, "context-save")
+        await page.keyboard.press("Enter")
+        await session.wait_until(
+            lambda: any(m.get("type") == "context" for m in session.messages), "the profile"
+        )
+        context = next(m for m in session.messages if m.get("type") == "context")
+        assert isinstance(context.pop("seq"), int)  # acked by seq, resent until then
+        assert context == {
+            "type": "context",
+            "profile": {"name": "Dana Reyes", "notes": "Charged twice in May."},
+        }
+        await expect(page.get_by_test_id("context-saved")).to_have_text("Saved.")
+
+        await tab_to(page, "end-call", max_presses=30)
+        await page.keyboard.press("Enter")
+        await session.wait_until(
+            lambda: any(m.get("type") == "end" for m in session.messages), "the end of the call"
+        )
+        await session.wait_until(lambda: session.closed, "the page to close its socket")
+        status = page.get_by_test_id("status")
+        await expect(status).to_have_attribute("data-state", "ended")
+        await expect(status).to_have_text("call ended")
+        for test_id in ("start", "stop", "end-call", "text-input", "rep-device", "context-save"):
+            await expect(page.get_by_test_id(test_id)).to_be_disabled()
+        frames_at_end = len(session.frames)
+        assert {k: v for k, v in session.messages[-1].items() if k != "seq"} == {"type": "end"}
+        assert stand_in.sessions.empty(), "an ended call does not reconnect"
+        assert len(session.frames) == frames_at_end
+
+
 async def populate(page: Page, session: StandInConnection) -> None:
     """A realistic mid-call screen, for the layout checks and screenshots."""
     lines = [
@@ -804,7 +1193,7 @@ async def populate(page: Page, session: StandInConnection) -> None:
 
 @pytest.mark.parametrize(("viewport", "min_font_px"), [(WIDE, 36.0), (NARROW, 24.0)])
 async def test_layout_is_glanceable_and_fits(
-    browser: Browser, stand_in: StandInGateway, viewport: ViewportSize, min_font_px: float
+    browser: Chromium, stand_in: StandInGateway, viewport: ViewportSize, min_font_px: float
 ) -> None:
     async with new_page(browser, viewport) as page:
         session = await open_live(page, stand_in)
@@ -827,11 +1216,25 @@ async def test_layout_is_glanceable_and_fits(
         )
         assert overflow[0] <= 0, f"the page scrolls sideways by {overflow[0]}px"
         assert overflow[1] <= 0, f"the page scrolls down by {overflow[1]}px: panels should scroll"
-        for test_id in ("status", "start", "stop", "suggestion", "transcript", "text-input"):
+        laid_out = (
+            "status",
+            "start",
+            "stop",
+            "end-call",
+            "rep-device",
+            "rep-mute",
+            "customer-device",
+            "customer-mute",
+            "suggestion",
+            "transcript",
+            "context-panel",
+            "text-input",
+        )
+        for test_id in laid_out:
             box = await page.get_by_test_id(test_id).bounding_box()
             assert box is not None and box["x"] >= 0, f"{test_id} is off screen"
             assert box["x"] + box["width"] <= viewport["width"], f"{test_id} is cut off"
-        for test_id in ("suggestion", "start", "stop", "text-input"):
+        for test_id in ("suggestion", "start", "stop", "end-call", "rep-mute", "text-input"):
             await expect(page.get_by_test_id(test_id)).to_be_in_viewport()
 
         ARTIFACTS_DIR.mkdir(exist_ok=True)
@@ -859,7 +1262,7 @@ async def serve_gateway(
 
 
 async def test_page_with_the_real_gateway_streams_audio_and_survives_its_restart(
-    browser: Browser,
+    browser: Chromium,
     gateway_factory: GatewayFactory,
     bootstrap_servers: str,
     http: aiohttp.ClientSession,
@@ -867,23 +1270,28 @@ async def test_page_with_the_real_gateway_streams_audio_and_survives_its_restart
 ) -> None:
     first = await gateway_factory()
     cid = f"page-{uuid.uuid4().hex[:8]}"
-    # While the gateway restarts, Chromium logs each refused reconnect attempt.
-    async with new_page(browser, allowed_errors=re.compile("ERR_CONNECTION_REFUSED")) as page:
+    # While the gateway restarts, Chromium logs each refused reconnect attempt: refused while
+    # the port is closed, 503 once it is open but the new gateway is not ready yet.
+    restarting = re.compile("ERR_CONNECTION_REFUSED|Unexpected response code: 503")
+    async with new_page(browser, allowed_errors=restarting) as page:
         await page.goto(f"{first.url}/?conversation_id={cid}&token={first.token(cid)}")
         status = page.get_by_test_id("status")
         suggestion = page.get_by_test_id("suggestion")
         await expect(status).to_have_attribute("data-state", "live")
 
-        # Up: the microphone's speech reaches the audio topic as 16 kHz s16le customer audio.
+        # Up: both voices reach the audio topic as 16 kHz s16le, each as its own speaker.
         await page.get_by_test_id("start").click()
         chunks = await read_events(
             bootstrap_servers, first.catalog.audio.name, conversation_id=cid, count=30
         )
         audio = [chunk for chunk in chunks if isinstance(chunk, AudioChunk)]
         assert {(c.encoding, c.sample_rate, c.speaker) for c in audio} == {
-            ("pcm_s16le", 16000, "customer")
+            ("pcm_s16le", 16000, "rep"),
+            ("pcm_s16le", 16000, "customer"),
         }
-        assert np.max(np.abs(pcm([c.audio for c in audio]))) > 3000, "speech arrived as silence"
+        for speaker in ("rep", "customer"):
+            voice = pcm([c.audio for c in audio if c.speaker == speaker])
+            assert np.max(np.abs(voice)) > 3000, f"the {speaker}'s speech arrived as silence"
         await page.get_by_test_id("stop").click()
         await expect(page.get_by_test_id("start")).to_be_enabled()
 
@@ -955,7 +1363,7 @@ async def test_page_with_the_real_gateway_streams_audio_and_survives_its_restart
 
 
 async def test_page_refused_by_the_real_gateway_says_unauthorized(
-    browser: Browser, gateway_factory: GatewayFactory
+    browser: Chromium, gateway_factory: GatewayFactory
 ) -> None:
     gateway = await gateway_factory()
     cid = f"page-{uuid.uuid4().hex[:8]}"
@@ -967,6 +1375,89 @@ async def test_page_refused_by_the_real_gateway_says_unauthorized(
         status = page.get_by_test_id("status")
         await expect(status).to_have_attribute("data-state", "unauthorized")
         await expect(page.get_by_test_id("notice")).to_contain_text("token was refused")
+
+
+async def test_a_signed_in_rep_starts_a_call_saves_the_profile_and_ends_it(
+    browser: Chromium, gateway_factory: GatewayFactory, bootstrap_servers: str
+) -> None:
+    gateway = await gateway_factory()
+    rep_key = gateway.signer.issue_rep_key("sam", ttl_s=600)
+    async with new_page(browser) as page:
+        await page.goto(f"{gateway.url}/#rep_key={rep_key}")
+        status = page.get_by_test_id("status")
+        await expect(status).to_have_attribute("data-state", "misconfigured")
+        await expect(page.get_by_test_id("notice")).to_contain_text("Signed in as sam")
+        assert "rep_key" not in page.url, "the key leaves the address bar"
+
+        await page.get_by_test_id("new-conversation").click()
+        await page.wait_for_url(re.compile(r"conversation_id=c-[0-9a-f]{16}&token="))
+        await expect(status).to_have_attribute("data-state", "live")
+        cid = re.search(r"conversation_id=(c-[0-9a-f]+)", page.url)
+        assert cid is not None
+        conversation_id = cid.group(1)
+
+        await page.get_by_test_id("context-toggle").click()
+        await page.get_by_test_id("context-name").fill("Dana Reyes")
+        await page.get_by_test_id("context-account").fill("Premium, annual")
+        await page.get_by_test_id("context-save").click()
+        profiles = await read_events(
+            bootstrap_servers,
+            gateway.catalog.profiles.name,
+            conversation_id=conversation_id,
+            count=1,
+        )
+        assert isinstance(profiles[0], CustomerProfile)
+        assert json.loads(profiles[0].profile_json) == {
+            "name": "Dana Reyes",
+            "account": "Premium, annual",
+        }
+
+        await page.get_by_test_id("end-call").click()
+        await expect(status).to_have_attribute("data-state", "ended")
+        segments = await read_events(
+            bootstrap_servers,
+            gateway.catalog.transcripts.name,
+            conversation_id=conversation_id,
+            count=1,
+        )
+        assert [s.end_of_conversation for s in segments if isinstance(s, TranscriptSegment)] == [
+            True
+        ]
+        # The next call, from the same signed-in tab.
+        await page.get_by_test_id("new-conversation").click()
+        await page.wait_for_url(
+            lambda url: "conversation_id=c-" in url and conversation_id not in url
+        )
+        await expect(status).to_have_attribute("data-state", "live")
+
+
+async def test_the_page_renews_its_token_with_the_real_gateway(
+    browser: Chromium, gateway_factory: GatewayFactory
+) -> None:
+    gateway = await gateway_factory()
+    cid = f"page-{uuid.uuid4().hex[:8]}"
+    # Issued 7 h 58 min ago with an 8 h lifetime: the page must renew it at once.
+    nearly_spent = gateway.signer.issue(cid, rep="sam", ttl_s=8 * 3600, now=time.time() - 28_680)
+    async with new_page(browser) as page:
+        await page.add_init_script(SOCKET_SPY)
+        await page.goto(f"{gateway.url}/?conversation_id={cid}&token={nearly_spent}")
+        await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+        # The live session takes the new token in-band: the gateway acks it by its seq.
+        await page.wait_for_function(
+            """() => window.__sent.some((sent) => sent.type === "token" &&
+                 window.__heard.some((m) => m.type === "ack" && m.seq === sent.seq))"""
+        )
+        assert await page.evaluate("window.__sockets.length") == 1
+        assert not await page.evaluate(
+            "window.__heard.some((m) => m.type === 'error' && m.code === 'bad_token')"
+        )
+        renewed = re.search(r"token=([^&]+)", page.url)
+        assert renewed is not None and renewed.group(1) != nearly_spent
+        sent = await page.evaluate("window.__sent.find((m) => m.type === 'token').token")
+        assert sent == renewed.group(1)
+        claims = gateway.signer.verify(renewed.group(1), conversation_id=cid)
+        assert claims.rep == "sam"
+        assert claims.expires_at > time.time() + 7 * 3600
 
 
 # ---- against the real system ------------------------------------------------------------------
@@ -993,36 +1484,95 @@ async def real_system(
         yield system
 
 
+async def turns_until(system: LocalSystem, conversation_id: str, words: str) -> list[str]:
+    """The conversation's turns (suggestion requests) from the first, through the first that
+    carries one of `words`, read from Kafka."""
+    for count in range(1, 11):
+        turns = await read_events(
+            system.resolved.bootstrap_servers,
+            TopicCatalog.from_settings(system.resolved).turns.name,
+            conversation_id=conversation_id,
+            count=count,
+        )
+        texts = [turn.text for turn in turns if isinstance(turn, Turn)]
+        if re.search(words, texts[-1], re.I):
+            return texts
+    raise AssertionError(f"no turn of the first ten carries {words!r}: {texts}")
+
+
 @pytest.mark.slow
-async def test_real_system_transcribes_the_microphone_and_resumes_a_suggestion(
-    browser: Browser, real_system: LocalSystem
+async def test_real_system_hears_both_voices_and_only_the_customer_gets_suggestions(
+    browser: Chromium, real_system: LocalSystem
 ) -> None:
+    """The rep's microphone and the call's audio, through Whisper and the LLM, kept apart."""
+    cid = f"page-voices-{uuid.uuid4().hex[:8]}"
+    async with new_page(browser) as page:
+        await page.goto(f"{real_system.http_url}/?{real_system.connect_query(cid)}")
+        await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "live")
+        transcript = page.get_by_test_id("transcript")
+        suggestion = page.get_by_test_id("suggestion")
+
+        # The rep alone: heard and labelled "You", and nothing to suggest.
+        await page.get_by_test_id("customer-device").select_option("off")
+        await page.get_by_test_id("start").click()
+        # The looped clip is cut into several utterances; one of them carries these words.
+        rep_line = transcript.locator("li[data-speaker=rep][data-final=true]").filter(
+            has_text=re.compile("calling|support|help|today", re.I)
+        )
+        await expect(rep_line.first).to_be_visible(timeout=90_000)
+        await expect(rep_line.first.locator(".who")).to_have_text("You")
+
+        # Then the customer's side of the call joins: labelled "Customer", and answered.
+        await page.get_by_test_id("customer-device").select_option("display")
+        customer_line = transcript.locator("li[data-speaker=customer][data-final=true]").filter(
+            has_text=re.compile("invoice|premium|plan|cost", re.I)
+        )
+        await expect(customer_line.first).to_be_visible(timeout=90_000)
+        await expect(customer_line.first.locator(".who")).to_have_text("Customer")
+        await expect(suggestion).to_have_text(re.compile(r"\w"), timeout=90_000)
+        await page.get_by_test_id("stop").click()
+
+    # The rep's words were transcribed before the customer's, on the same ordered partition, so
+    # a turn made of them would come before the customer's: none of those turns is the rep's.
+    texts = await turns_until(real_system, cid, "invoice|premium|plan|cost")
+    assert not any(re.search("support|sam|today|thanks", text, re.I) for text in texts), texts
+
+
+@pytest.mark.slow
+async def test_real_system_resumes_a_suggestion_after_the_link_drops(
+    browser: Chromium, real_system: LocalSystem
+) -> None:
+    """A conversation of its own: no speech recognised earlier can supersede this suggestion.
+
+    This test failed now and then on a loaded machine, for two causes, both fixed:
+    - it shared a conversation with the microphone test, and Whisper, running behind, turned
+      the last of the stopped microphone's speech into a turn after the typed one, which
+      superseded the suggestion the test was watching;
+    - a suggestion that ended while the page reconnected was lost: its last deltas and
+      `suggestion_complete` reached the gateway when no socket held the conversation, and the
+      worker's resume re-sent only suggestions still in flight. It now re-sends the last one's
+      whole text and outcome too (streams/suggester.py).
+    """
+    cid = f"page-resume-{uuid.uuid4().hex[:8]}"
     async with new_page(browser) as page:
         await page.add_init_script(SOCKET_SPY)
-        await page.goto(f"{real_system.http_url}/?{real_system.connect_query('page-e2e')}")
+        await page.goto(f"{real_system.http_url}/?{real_system.connect_query(cid)}")
         status = page.get_by_test_id("status")
         suggestion = page.get_by_test_id("suggestion")
         await expect(status).to_have_attribute("data-state", "live")
 
-        # Spoken: the fake microphone's speech goes through Whisper and the LLM.
-        await page.get_by_test_id("start").click()
-        transcript = page.get_by_test_id("transcript")
-        await expect(transcript).to_contain_text(re.compile("invoice", re.I), timeout=90_000)
-        await expect(suggestion).to_have_text(re.compile(r"\w"), timeout=90_000)
-        await page.get_by_test_id("stop").click()
-        await expect(page.get_by_test_id("start")).to_be_enabled()
-
         # Typed, then the link drops while that suggestion streams: it must resume, not restart.
-        await expect(suggestion).not_to_have_attribute("data-state", "streaming", timeout=90_000)
         await page.get_by_test_id("text-input").fill("What does the enterprise tier include?")
         await page.get_by_test_id("text-input").press("Enter")
         await expect(suggestion).to_have_attribute("data-state", "streaming", timeout=60_000)
         before = await suggestion.text_content() or ""
+        turn_id = await suggestion.get_attribute("data-turn-id")
         first_token = await suggestion.locator("span").first.element_handle()
         await page.evaluate("window.__sockets.at(-1).close(4000, 'test drops the link')")
         await page.wait_for_function("window.__sockets.length === 2")
         await expect(status).to_have_attribute("data-state", "live")
         await expect(suggestion).to_have_attribute("data-state", "complete", timeout=90_000)
+        assert await suggestion.get_attribute("data-turn-id") == turn_id
         after = await suggestion.text_content() or ""
         assert after.startswith(before) and len(after) > len(before), (before, after)
         assert await first_token.evaluate("el => el.isConnected"), "the resume re-drew the text"

@@ -115,7 +115,14 @@ def test_server_messages_render_the_contract_fields() -> None:
         "speaker": "customer",
         "text": "hi",
         "final": False,
+        "segment_id": "",
+        "revision": 0,
     }
+    revised = Transcript(
+        speaker="customer", text="hi there", final=True, segment_id="u", revision=1
+    )
+    assert json.loads(revised.to_json())["revision"] == 1
+    assert json.loads(revised.to_json())["segment_id"] == "u"
     delta = SuggestionDelta(turn_id="t", seq=3, text=" you", full_text="Thank you")
     assert json.loads(delta.to_json()) == {
         "type": "suggestion_delta",

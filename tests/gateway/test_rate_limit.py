@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.rate_limit import ConversationRateLimit, TokenBucket
+from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits, TokenBucket
 
 
 class Clock:
@@ -58,3 +58,21 @@ def test_a_refused_frame_costs_nothing() -> None:
     for _ in range(50):
         assert not limit.admit(101)
     assert limit.admit(100)  # the refusals spent neither messages nor bytes
+
+
+def test_a_conversations_connections_share_one_budget_until_the_last_one_ends() -> None:
+    limits = ConversationRateLimits(
+        messages_per_s=1.0, burst_messages=2, bytes_per_s=1000.0, burst_bytes=1000, clock=Clock()
+    )
+    socket = limits.hold("c1")
+    call = limits.hold("c1")  # a phone call's media stream of the same conversation
+    assert call is socket
+    assert limits.hold("c2") is not socket
+    assert socket.admit(1) and call.admit(1)
+    assert not socket.admit(1)  # the call spent the socket's budget too
+    limits.release("c1")
+    assert limits.hold("c1") is call  # still held by one: the same, spent budget
+    limits.release("c1")
+    limits.release("c1")
+    assert len(limits) == 1  # only c2 is left
+    assert limits.hold("c1").admit(1)  # a conversation back later starts afresh

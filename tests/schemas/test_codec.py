@@ -408,7 +408,7 @@ def test_enum_index_out_of_range_is_a_mismatch() -> None:
     speaker_at = 18
     assert data[speaker_at] == 0x02  # zig-zag 1: "rep"
     data[speaker_at] = 0x12  # zig-zag 9: no such Speaker
-    with pytest.raises(SchemaMismatchError, match="does not follow TranscriptSegment v1") as caught:
+    with pytest.raises(SchemaMismatchError, match="does not follow TranscriptSegment v2") as caught:
         default_codec().decode(bytes(data), topic=TOPIC, offset=OFFSET)
     assert_names_where(caught.value)
 

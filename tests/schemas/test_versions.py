@@ -77,6 +77,7 @@ RELEASED: dict[tuple[str, int], str] = {
     ("SuggestionEvent", 1): "04c8a146d3844e97",
     ("SuggestionEvent", 2): "a0b8ea6595ccb727",
     ("TranscriptSegment", 1): "6036a9dab21e2336",
+    ("TranscriptSegment", 2): "4acab7ac5f2bcac2",
     ("Turn", 1): "c803e58ad98485d1",
     ("Turn", 2): "d2dafe67da3c5367",
 }

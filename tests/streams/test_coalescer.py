@@ -180,3 +180,90 @@ def test_partials_never_hide_the_final_of_their_utterance() -> None:
     assert coalescer.admit(segment("we use a comp", "u-1", final=False))
     assert coalescer.admit(segment("We use a competitor.", "u-1"))
     assert not coalescer.admit(segment("We use a competitor.", "u-1"))
+
+
+# --- revisions: a recogniser re-decoding a segment it already sent -----------------------------
+
+
+def recognised(text: str, *, segment_id: str, revision: int = 0) -> TranscriptSegment:
+    return TranscriptSegment(
+        conversation_id="c1",
+        session_id="s1",
+        segment_id=segment_id,
+        text=text,
+        source="asr",
+        revision=revision,
+        trace={"speech_end": float(revision)},
+    )
+
+
+def test_a_revision_that_changes_the_words_supersedes_the_turn_with_the_revised_text() -> None:
+    coalescer = TurnCoalescer(pause_ms=600)
+    first = coalescer.accept(
+        recognised("took four days to get a reply.", segment_id="u1"), now_ms=0
+    )
+    revised = coalescer.accept(
+        recognised(
+            "took four days to get a reply, which is not acceptable.", segment_id="u1", revision=1
+        ),
+        now_ms=10,
+    )
+    assert first is not None
+    assert revised is not None
+    assert revised.turn_id != first.turn_id
+    assert revised.text == "took four days to get a reply, which is not acceptable."
+    assert revised.trace == {"speech_end": 1.0}
+
+
+def test_a_revision_with_the_same_text_or_of_an_older_turn_makes_no_turn() -> None:
+    coalescer = TurnCoalescer(pause_ms=600)
+    coalescer.accept(recognised("Hello there.", segment_id="u1"), now_ms=0)
+    same = recognised("Hello there.", segment_id="u1", revision=1)
+    assert coalescer.accept(same, now_ms=1) is None
+    coalescer.accept(recognised("Is anyone there?", segment_id="u2"), now_ms=2)
+    older = recognised("Hello, where?", segment_id="u1", revision=2)
+    assert coalescer.accept(older, now_ms=3) is None
+
+
+def test_a_revision_of_a_segment_still_waiting_for_its_turn_replaces_its_text() -> None:
+    coalescer = TurnCoalescer(pause_ms=600)
+    waiting = TranscriptSegment(
+        conversation_id="c1", session_id="s1", segment_id="t1", text="so we were thinking"
+    )
+    assert coalescer.accept(waiting, now_ms=0) is None
+    revised = TranscriptSegment(
+        conversation_id="c1",
+        session_id="s1",
+        segment_id="t1",
+        text="so we were drinking",
+        revision=1,
+    )
+    assert coalescer.accept(revised, now_ms=100) is None
+    [turn] = coalescer.due(now_ms=700)
+    assert turn.text == "so we were drinking"
+
+
+def test_each_revision_is_admitted_once_though_it_shares_its_segment_id() -> None:
+    coalescer = TurnCoalescer(pause_ms=600)
+    assert coalescer.admit(recognised("Hello there.", segment_id="u1"))
+    assert coalescer.admit(recognised("Hello, where?", segment_id="u1", revision=1))
+    assert not coalescer.admit(recognised("Hello, where?", segment_id="u1", revision=1))
+
+
+def test_a_revision_after_a_restart_still_supersedes_the_turn_it_revises() -> None:
+    before = TurnCoalescer(pause_ms=600)
+    first = before.accept(recognised("took four days to get a reply.", segment_id="u1"), now_ms=0)
+    snapshot = before.snapshot("c1")
+    assert first is not None and snapshot is not None
+
+    after = TurnCoalescer(pause_ms=600)
+    after.restore("c1", snapshot)
+    text = "took four days to get a reply, which is not acceptable."
+    revised = after.accept(recognised(text, segment_id="u1", revision=1), now_ms=10)
+    again = TurnCoalescer(pause_ms=600)
+    again.restore("c1", snapshot)
+    remade = again.accept(recognised(text, segment_id="u1", revision=1), now_ms=10)
+
+    assert revised is not None and remade is not None
+    assert revised.text == text and revised.turn_id != first.turn_id
+    assert remade.turn_id == revised.turn_id  # a redelivered revision re-makes the same turn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from schemas.events import TranscriptSegment
 from streams.contexts import ContextStore
 
 
@@ -46,3 +47,43 @@ def test_idle_lists_conversations_untouched_for_long_enough() -> None:
     store.get("c1")
     assert list(store.idle(idle_s=3600)) == []
     assert list(store.idle(idle_s=-1)) == ["c1"]
+
+
+def segment(text: str, *, segment_id: str, revision: int = 0, at_ms: int) -> TranscriptSegment:
+    return TranscriptSegment(
+        conversation_id="c1",
+        session_id="s1",
+        segment_id=segment_id,
+        text=text,
+        source="asr",
+        revision=revision,
+        event_time_ms=at_ms,
+    )
+
+
+def test_a_revision_replaces_its_segments_text_in_the_context() -> None:
+    table: dict[str, Any] = {}
+    store = ContextStore(table)
+    store.record(segment("We are on the team plan.", segment_id="u1", at_ms=1_000))
+    store.record(segment("It took four days to get a bit live.", segment_id="u2", at_ms=2_000))
+    context = store.record(
+        segment(
+            "It took four days to get a reply, which is not acceptable.",
+            segment_id="u2",
+            revision=1,
+            at_ms=4_000,
+        )
+    )
+    assert [u.text for u in context.transcript] == [
+        "We are on the team plan. It took four days to get a reply, which is not acceptable."
+    ]
+    assert store.get("c1") is context
+    store.save("c1")
+    restored = ContextStore(table).get("c1")
+    assert [u.text for u in restored.transcript] == [u.text for u in context.transcript]
+
+
+def test_a_revision_of_a_segment_the_context_never_saw_is_added() -> None:
+    store = ContextStore({})
+    context = store.record(segment("Hello there.", segment_id="u9", revision=2, at_ms=1_000))
+    assert [u.text for u in context.transcript] == ["Hello there."]

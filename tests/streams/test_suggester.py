@@ -220,6 +220,84 @@ async def test_resume_resends_the_text_so_far() -> None:
     await streamer.close()
 
 
+async def test_resume_after_the_suggestion_ended_resends_its_outcome_to_the_client_only() -> None:
+    """A suggestion that completes while the client reconnects must still reach it."""
+    llm, published, redelivered = ScriptedLlm(), [], []
+    table, _ = conversation_table()
+    ledger = TurnLedger(table)
+
+    async def publish(event: SuggestionEvent) -> None:
+        published.append(event)
+
+    async def redeliver(event: SuggestionEvent) -> None:
+        redelivered.append(event)
+
+    streamer = SuggestionStreamer(
+        gate=AdmissionGate(max_active=8, max_waiting=3),
+        compose=llm.compose,
+        publish=publish,
+        redeliver=redeliver,
+        ledger=ledger,
+    )
+    await streamer.submit(turn("t1", "Pricing?"), partition=0, offset=1)
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    await streamer.resume("c1")
+    # The whole text (as the delta a reconnecting client gets first), then the outcome.
+    assert [(e.turn_id, e.kind, e.seq, e.full_text) for e in redelivered] == [
+        ("t1", "delta", 1, "It depends."),
+        ("t1", "complete", 1, "It depends."),
+    ]
+    # Copies, not outcomes: published and recorded once, and nothing times them again.
+    assert kinds(published, "t1") == ["delta", "complete"]
+    assert ledger.open_turns({0}) == []
+    assert all(e.trace == {} and e.timings == {} for e in redelivered)
+    assert published[-1].timings != {}
+
+    # A new turn replaces what a reconnect would be told; a forgotten conversation has none.
+    await streamer.submit(turn("t2", "And annual?"), partition=0, offset=2)
+    await streamer.resume("c1")
+    assert len(redelivered) == 2  # t2 has streamed nothing yet
+    streamer.forget("c1")
+    await streamer.resume("c1")
+    assert len(redelivered) == 2
+    await streamer.close()
+
+
+async def test_resume_after_a_failure_resends_the_text_so_far_and_the_failure() -> None:
+    streamer, llm, published = make()
+    await streamer.submit(turn("t1", "Hello?"))
+    llm.queue("t1").put_nowait("Hi")
+    llm.queue("t1").put_nowait("<timeout>")
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["failed"], what="failed")
+
+    await streamer.resume("c1")
+    assert [(e.kind, e.full_text, e.reason) for e in published[2:]] == [
+        ("delta", "Hi", ""),
+        ("failed", "Hi", "llm_timeout"),
+    ]
+
+
+async def test_after_a_throttled_turn_resume_resends_nothing() -> None:
+    """`throttled` is a passing sign, and the suggestion before it is no longer the latest."""
+    streamer, llm, published = make(max_active=1, max_waiting=0)
+    await streamer.submit(turn("t1", "Pricing?"))
+    llm.queue("t1").put_nowait("It depends.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+    await streamer.submit(turn("busy", "Hi?", cid="c2"))
+    await wait_until(lambda: "Hi?" in llm.asked, what="the only slot taken")
+    await streamer.submit(turn("t2", "For ten seats?"))
+    await wait_until(lambda: kinds(published, "t2") == ["throttled"], what="throttled")
+
+    before = len(published)
+    await streamer.resume("c1")
+    assert len(published) == before
+    await streamer.close()
+
+
 async def test_forget_stops_silently() -> None:
     streamer, llm, published = make()
     await streamer.submit(turn("t1", "Bye."))

@@ -8,7 +8,7 @@ import pytest
 
 from core.kafka.catalog import DAY_MS, HOUR_MS, TopicCatalog, TopicSpec
 from core.settings import Settings
-from schemas.events import EVENT_TYPES, SessionRoute, SuggestionEvent
+from schemas.events import EVENT_TYPES, LlmStatus, SessionRoute, SuggestionEvent
 
 # Kafka's rule for topic names (kafka.common.internals.Topic).
 LEGAL_TOPIC: re.Pattern[str] = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -22,9 +22,12 @@ def catalog() -> TopicCatalog:
 
 
 def test_every_event_type_has_its_topic(catalog: TopicCatalog) -> None:
-    assert sorted(spec.event_type.__name__ for spec in catalog.shared_topics) == sorted(
-        event_type.__name__ for event_type in EVENT_TYPES
-    )
+    shared = {spec.event_type.__name__ for spec in catalog.shared_topics}
+    # The LLM's health goes only to the reps' gateways, on their reply topics.
+    reply_only = {LlmStatus.__name__}
+
+    assert sorted(shared | reply_only) == sorted(t.__name__ for t in EVENT_TYPES)
+    assert not shared & reply_only
 
 
 def test_names_come_from_the_prefix_and_are_legal(catalog: TopicCatalog) -> None:

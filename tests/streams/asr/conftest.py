@@ -11,7 +11,13 @@ import soxr
 
 from core.settings import Settings
 from streams.asr.audio import SAMPLE_RATE, Samples
-from streams.asr.corpus import SpokenSentence, build_corpus, espeak_path
+from streams.asr.corpus import (
+    HELD_OUT_SENTENCES,
+    HELD_OUT_VOICES,
+    SpokenSentence,
+    build_corpus,
+    espeak_path,
+)
 from streams.asr.transcriber import SpeechRecognitionEngine
 
 
@@ -57,3 +63,31 @@ def from_mulaw_8k(mulaw: bytes) -> Samples:
     frames = codec.decode(av.Packet(mulaw))
     pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32)
     return np.asarray(soxr.resample(pcm / 32768.0, 8000, SAMPLE_RATE), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> list[SpokenSentence]:
+    """Three sentences the recogniser was never tuned on, in two voices it was never tuned on."""
+    if espeak_path() is None:
+        pytest.fail("espeak-ng is not installed; scripts/test.sh installs it")
+    return build_corpus(
+        sentences=HELD_OUT_SENTENCES[:3],
+        voices=HELD_OUT_VOICES[:2],
+        cache_dir=tmp_path_factory.mktemp("asr-held-out"),
+    )
+
+
+def with_pause(first: SpokenSentence, second: SpokenSentence, *, pause_s: float) -> Samples:
+    """`first`'s speech, `pause_s` of silence, then `second`'s speech: one sentence said with a
+    comma-length pause in the middle."""
+    gap = np.zeros(int(pause_s * SAMPLE_RATE), dtype=np.float32)
+    lead = np.zeros(SAMPLE_RATE // 4, dtype=np.float32)
+    return np.concatenate(
+        [
+            lead,
+            first.audio[first.speech_start : first.speech_end],
+            gap,
+            second.audio[second.speech_start : second.speech_end],
+            lead,
+        ]
+    )

@@ -23,8 +23,11 @@ async def test_run_streams_counts_finals_and_errors(
     finally:
         await bench_engine.close()
     assert result.utterances == 2
-    assert result.finals == 2
+    assert result.finals >= 2
+    assert result.finals == 2 + result.revisions
     assert result.missed == 0
-    assert result.extra_finals == 0
+    assert result.split_sentences == 0
     assert result.wer <= 15
+    assert result.wer_first_final <= 20
     assert result.latency_ms["n"] == 2
+    assert result.wer_by_voice == {corpus[0].voice.name: result.wer}

@@ -1,4 +1,4 @@
-"""Decode jobs: finals before partials, cancellation, closing."""
+"""Decode jobs: finals before revisions before partials, cancellation, closing."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class RecordingDecode:
     def __init__(self) -> None:
         self.order: list[float] = []
         self.started: list[float] = []
+        self.settings: dict[float, tuple[str, int]] = {}
         self._progress = threading.Condition()
         self.gate = threading.Event()
         self.gate.set()
@@ -28,13 +29,14 @@ class RecordingDecode:
         with self._progress:
             assert self._progress.wait_for(lambda: marker in self.started, timeout=10)
 
-    def __call__(self, audio: Samples) -> Transcription:
+    def __call__(self, audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
         with self._progress:
             self.started.append(float(audio[0]))
             self._progress.notify_all()
         self.entered.set()
         self.gate.wait(timeout=10)
         self.order.append(float(audio[0]))
+        self.settings[float(audio[0])] = (prompt, beam_size)
         return Transcription(
             text=f"audio {audio[0]:.0f}",
             no_speech_prob=0.0,
@@ -70,6 +72,25 @@ async def test_finals_run_before_partials_queued_earlier() -> None:
         await asyncio.wait_for(asyncio.gather(blocker, *(j.future for j in partials + finals)), 10)
         assert decode.order == [0, 3, 4, 1, 2]
         assert (await finals[0].future).text == "audio 3"
+    finally:
+        await scheduler.close()
+
+
+async def test_revisions_run_after_finals_and_before_partials_with_their_settings() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        revision = scheduler.submit(
+            audio(2), DecodePriority.REVISION, prompt="said before", beam_size=5
+        )
+        final = scheduler.submit(audio(3), DecodePriority.FINAL)
+        decode.gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, partial.future, revision.future), 10)
+        await final.future
+        assert decode.order == [0, 3, 2, 1]
+        assert decode.settings[2.0] == ("said before", 5)
     finally:
         await scheduler.close()
 
@@ -126,7 +147,7 @@ async def test_running_job_cannot_be_cancelled() -> None:
 
 
 async def test_a_failing_decode_fails_only_its_job() -> None:
-    def explode(samples: Samples) -> Transcription:
+    def explode(samples: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
         raise RuntimeError("model fell over")
 
     scheduler = DecodeScheduler(explode, workers=1)
@@ -152,3 +173,30 @@ async def test_close_cancels_what_has_not_started() -> None:
     assert blocker.cancelled()
     with pytest.raises(SchedulerClosedError):
         scheduler.submit(audio(2), DecodePriority.FINAL)
+
+
+async def test_waiting_jobs_of_one_kind_share_a_batch_and_a_lone_job_goes_alone() -> None:
+    decode = RecordingDecode()
+    batches: list[list[float]] = []
+
+    def decode_batch(
+        audios: list[Samples], prompts: list[str], *, beam_size: int = 1
+    ) -> list[Transcription]:
+        batches.append([float(a[0]) for a in audios])
+        return [decode(a, p, beam_size=beam_size) for a, p in zip(audios, prompts, strict=True)]
+
+    scheduler = DecodeScheduler(decode, workers=1, decode_batch=decode_batch, max_batch=2)
+    try:
+        blocker = await hold_the_worker(decode, scheduler)
+        finals = [scheduler.submit(audio(m), DecodePriority.FINAL) for m in (1, 2, 3)]
+        partial = scheduler.submit(audio(4), DecodePriority.PARTIAL)
+        decode.gate.set()
+        await asyncio.wait_for(
+            asyncio.gather(blocker, partial.future, *(f.future for f in finals)), 10
+        )
+        assert batches == [[1, 2]]  # then 3 alone, then the partial alone: never mixed kinds
+        assert decode.order == [0, 1, 2, 3, 4]
+        assert [(await f.future).text for f in finals] == ["audio 1", "audio 2", "audio 3"]
+        assert scheduler.batched == 2
+    finally:
+        await scheduler.close()

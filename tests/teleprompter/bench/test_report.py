@@ -11,6 +11,7 @@ import pytest
 from teleprompter.bench.report import (
     BenchReport,
     Distribution,
+    LlmCalls,
     Machine,
     ProcessUsage,
     Throughput,
@@ -134,3 +135,33 @@ def test_the_table_shows_latencies_processes_budgets_and_why_something_is_missin
     assert "worker" in table
     assert "connect: TimeoutError 2" in table
     assert "budget overhead p50 ms: 19 (at most 30) met" in table
+
+
+def test_llm_calls_show_streams_per_turn_and_how_speculations_ended(tmp_path: Path) -> None:
+    calls = LlmCalls(
+        streams=12,
+        turns_sent=10,
+        closed_early=2,
+        speculations={"confirmed": 8, "speech": 2, "no_slot": 1},
+    )
+    assert calls.per_turn == 1.2
+    assert calls.speculations_started == 10
+    assert calls.confirmed_share == 0.8
+    report = _report(llm_calls=calls, unpunctuated=1.0)
+    table = report.table()
+    assert "LLM: 12 suggestion streams for 10 turns sent (1.20 per turn), 2 closed early" in table
+    assert "speculations: 10 started, 80.0% confirmed (confirmed 8, no_slot 1, speech 2)" in table
+    assert "100% of customer lines typed unpunctuated" in table
+    path = tmp_path / "report.json"
+    report.write_json(path)
+    data = json.loads(path.read_text())["llm_calls"]
+    assert (data["per_turn"], data["confirmed_share"], data["speculations"]["speech"]) == (
+        1.2,
+        0.8,
+        2,
+    )
+
+
+def test_without_speculations_the_llm_line_says_only_what_the_endpoint_saw() -> None:
+    line = LlmCalls(streams=5, turns_sent=5, closed_early=0).line()
+    assert line == "LLM: 5 suggestion streams for 5 turns sent (1.00 per turn), 0 closed early"

@@ -75,6 +75,11 @@ async def test_the_smoke_bench_reports_every_section_and_loses_nothing(
     assert report["overhead_unavailable"] is None
     assert "gateway_in->worker_in" in report["stages_ms"]
     assert "llm_request->llm_first_token" in report["stages_ms"]
+    # Every customer line ends a sentence: no turn waits for a pause, so nothing is speculated.
+    assert report["settings"]["speculative_suggestions"] is True
+    calls = report["llm_calls"]
+    assert calls["streams"] == calls["turns_sent"] == turns["sent"] + turns["warmup"]
+    assert calls["speculations_started"] == 0
     names = {p["name"] for p in report["processes"]}
     assert {"worker", "gateway", "llm-sim", "bench"} <= names
     assert "broker" not in names  # the session's broker was given: none was started

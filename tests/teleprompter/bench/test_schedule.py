@@ -89,3 +89,44 @@ def test_impossible_schedules_are_refused_by_name(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         build_schedule(sessions=sessions, duration_s=duration, customer_lines=lines)
+
+
+def test_unpunctuated_lines_wait_for_the_pause_and_a_comma_splits_one_into_two_finals() -> None:
+    plain = build_schedule(sessions=20, duration_s=60, seed=4)
+    typed = build_schedule(sessions=20, duration_s=60, seed=4, unpunctuated=1.0)
+    assert typed == build_schedule(sessions=20, duration_s=60, seed=4, unpunctuated=1.0)
+    pacing = Pacing()
+    split = 0
+    for conversation in typed.conversations:
+        for turn in conversation.turns:
+            finals = turn.final_chunks
+            assert all(text.rstrip()[-1] not in ".?!" for _, text in finals)
+            assert " ".join(text for _, text in finals) == turn.text
+            assert finals[-1][0] == turn.end_s
+            assert all(turn.start_s < at < turn.end_s for at, _ in turn.partials)
+            if len(finals) == 2:
+                split += 1
+                (first_end, _), (second_end, second) = finals
+                # The second phrase resumes after a pause shorter than the turn pause, and an
+                # interim transcript says so before that pause could have made a turn.
+                resumed = second_end - len(second.split()) / pacing.words_per_s
+                assert pacing.phrase_pause_s[0] <= resumed - first_end <= pacing.phrase_pause_s[1]
+                assert any(first_end < at < first_end + 0.5 for at, _ in turn.partials)
+    assert split > 0
+    # Plain lines are untouched: a share of 0 is the script the seed always gave.
+    assert build_schedule(sessions=20, duration_s=60, seed=4, unpunctuated=0.0) == plain
+
+
+def test_a_share_of_lines_is_unpunctuated_and_the_rest_as_written() -> None:
+    schedule = build_schedule(sessions=50, duration_s=60, seed=0, unpunctuated=0.5)
+    turns = [turn for c in schedule.conversations for turn in c.turns]
+    unpunctuated = sum(1 for turn in turns if turn.finals)
+    assert 0.3 < unpunctuated / len(turns) < 0.7
+    assert all(turn.text in CUSTOMER_LINES for turn in turns if not turn.finals)
+
+
+def test_unpunctuated_is_a_share_and_for_typed_lines_only() -> None:
+    with pytest.raises(ValueError, match="share from 0 to 1"):
+        build_schedule(sessions=1, duration_s=10, unpunctuated=1.5)
+    with pytest.raises(ValueError, match="not for speech"):
+        build_schedule(sessions=1, duration_s=10, unpunctuated=0.5, speech_s=lambda _: 1.0)

@@ -43,7 +43,7 @@ def version_file(tmp_path: Path, fields: list[dict[str, object]]) -> SchemaVersi
 def test_a_new_versions_fields_become_columns(tmp_path: Path) -> None:
     base = json.loads(default_codec().schema_for(TranscriptSegment).path.read_text())["fields"]
     added = [
-        {"name": "revision", "type": "int", "default": 0},
+        {"name": "stability", "type": "int", "default": 0},
         {"name": "replaces", "type": ["null", "string"], "default": None},
         {
             "name": "words",
@@ -68,7 +68,7 @@ def test_a_new_versions_fields_become_columns(tmp_path: Path) -> None:
 
     schema = event_schema(version_file(tmp_path, base + added))
 
-    assert schema.field("revision").type == pa.int32()
+    assert schema.field("stability").type == pa.int32()
     assert schema.field("replaces").nullable and schema.field("replaces").type == pa.string()
     word = schema.field("words").type.value_type
     assert word.field("at_ms").type == pa.timestamp("ms")
