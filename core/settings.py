@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     llm_max_streams: int = Field(default=64, ge=1, description="M: concurrent streams per worker")
     llm_max_waiting: int = Field(default=3, ge=0, description="N: turns allowed to wait for a slot")
     llm_sim_host: str = Field(default="127.0.0.1", description="where the simulator listens")
+    suggestion_batch_ms: float = Field(
+        default=30.0,
+        ge=0,
+        le=1000,
+        description="after a suggestion's first delta, what the LLM sends within this long "
+        "goes out as one delta (0: whatever has arrived when the previous delta is out)",
+    )
     llm_sim_port: int = Field(default=8000, ge=0, le=65535)
     llm_ttft_ms: float = Field(default=300.0, ge=0)
     llm_tokens_per_s: float = Field(default=40.0, gt=0)

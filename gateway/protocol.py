@@ -9,6 +9,8 @@ import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal
 
+import orjson
+
 from schemas.events import AudioEncoding, LlmState, Speaker
 
 logger = logging.getLogger(__name__)
@@ -335,7 +337,8 @@ def _kind(value: object) -> str:
 
 
 def _dumps(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    # orjson: compact UTF-8 like json.dumps(ensure_ascii=False, separators=(",", ":")), in C.
+    return orjson.dumps(payload).decode()
 
 
 @dataclass(frozen=True, kw_only=True)

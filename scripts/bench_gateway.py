@@ -32,12 +32,13 @@ from confluent_kafka.aio import AIOProducer
 from pydantic import SecretStr
 
 from broker import BrokerThread
+from core.kafka.admin import TopicAdmin
 from core.kafka.catalog import TopicCatalog, TopicSpec
 from core.settings import Settings
 from core.tokens import TokenSigner
 from gateway.app import GATEWAY_KEY, create_app
 from gateway.event_producer import EventProducer
-from gateway.reply_router import LATENCY_CONSUMER_CONFIG, ensure_topic
+from gateway.reply_router import LATENCY_CONSUMER_CONFIG
 from schemas.codec import default_codec
 from schemas.events import SuggestionEvent, TranscriptSegment
 
@@ -157,8 +158,8 @@ class Setup:
             self.raw.poll(0.05)
 
     async def start(self) -> None:
-        for spec in (*self.catalog.shared_topics, self.baseline_topic):
-            await ensure_topic(self.bootstrap, spec, timeout_s=10)
+        admin = TopicAdmin(bootstrap_servers=self.bootstrap)
+        await admin.ensure_topics([*self.catalog.shared_topics, self.baseline_topic])
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", 0).start()
         host, port = self.runner.addresses[0][:2]

@@ -65,6 +65,11 @@ ROUTE_WAIT_S: Final = 2.0
 ENDED_STATE_TTL_S: Final = 600.0
 # A turn the broker did not take is sent again after this long, while this worker owns it.
 TURN_RESEND_BACKOFF_S: Final = 1.0
+# Table writes queued for the producer before Faust stops every agent until they are sent.
+# Faust's 100 is reached under load (hundreds of writes a second from many tasks), and its
+# wait then lasts until 100 more sends, 0.1-0.8 s with no record processed (500 sessions,
+# docs/benchmarks.md). Values are bounded (a few KiB each), so this bounds the bytes too.
+PRODUCER_BUFFER_MESSAGES: Final = 2000
 
 
 class SuggestionPipeline:
@@ -82,6 +87,7 @@ class SuggestionPipeline:
         self.metrics = metrics or WorkerMetrics()
         self.catalog = TopicCatalog.from_settings(settings)
         self.app = faust.App(**faust_settings(settings))
+        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
         self.model = SuggestionModel.from_settings(settings)
         self.builder = PromptBuilder()
 
@@ -140,6 +146,7 @@ class SuggestionPipeline:
             ledger=self.ledger,
             health=self.health,
             answer_window_s=settings.turn_recovery_window_s,
+            delta_batch_s=settings.suggestion_batch_ms / 1000.0,
             speculator=self.speculator,
         )
         self.summarizer = RollingSummarizer(
@@ -167,6 +174,8 @@ class SuggestionPipeline:
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         self._recoveries: set[asyncio.Task[None]] = set()
         self._resends: dict[str, asyncio.Task[None]] = {}  # conversation id -> its re-send
+        # Turns handed to the producer and not yet confirmed, so that none is sent twice.
+        self._turns_sent: set[str] = set()
 
     # --- agents ---------------------------------------------------------------------------
     async def _transcribe(self, stream: Any) -> None:
@@ -405,17 +414,31 @@ class SuggestionPipeline:
         Durable first: a turn must never be on the topic while a crash could still make the
         coalescer re-make its segments into a different turn. Each turn leaves the outbox once
         the broker has it; until then a new owner re-sends it (the suggester skips repeats).
+        The agent does not wait for the broker: it goes on with the next record while the state
+        travels, and the turns follow it from the write's callback. One agent serves every
+        conversation of this worker, so a wait here would put a broker round trip per turn in
+        series (at 50 ms a round trip on a loaded machine, 20 turns a second were its ceiling).
         """
-        turns = self.coalescer.outbox(conversation_id)
         saved = self._save_coalescer(conversation_id)
-        if saved is not None:
-            try:
-                await saved
-            except Exception as exc:
-                logger.warning("turn state of %s not stored: %s", conversation_id, exc)
-        for turn in turns:
+        if saved is None:
+            self._emit_turns(conversation_id)
+        else:
+            saved.add_done_callback(functools.partial(self._on_state_stored, conversation_id))
+
+    def _on_state_stored(self, conversation_id: str, saved: asyncio.Future[Any]) -> None:
+        if not saved.cancelled() and saved.exception() is not None:
+            logger.warning("turn state of %s not stored: %s", conversation_id, saved.exception())
+        self._emit_turns(conversation_id)
+
+    def _emit_turns(self, conversation_id: str) -> None:
+        # Faust's send buffer keeps the order of these sends (and of the state writes).
+        topic = self._topics[self.catalog.turns.name]
+        for turn in self.coalescer.outbox(conversation_id):
+            if turn.turn_id in self._turns_sent:
+                continue  # on its way: sent by an earlier call, not yet confirmed
+            self._turns_sent.add(turn.turn_id)
             turn.stamp("turn_out")
-            stored = await self._send(self.catalog.turns.name, turn)
+            stored = topic.send_soon(key=turn.key, value=self.codec.encode(turn))
             stored.add_done_callback(
                 functools.partial(self._on_turn_stored, conversation_id, turn.turn_id)
             )
@@ -423,6 +446,7 @@ class SuggestionPipeline:
     def _on_turn_stored(
         self, conversation_id: str, turn_id: str, done: asyncio.Future[Any]
     ) -> None:
+        self._turns_sent.discard(turn_id)
         if done.cancelled() or done.exception() is not None:
             # It stays in the outbox: sent again by this worker while it owns the conversation,
             # else by the partition's next owner.

@@ -3,15 +3,22 @@
 One `SuggestionModel` per process holds one HTTP connection pool sized for `max_streams`
 concurrent streams. Errors leave this module only as `LlmError`, whose `kind` tells the caller
 what to do about it and whose message names the endpoint.
+
+Streams are requested through the `openai` client (its request building, headers, status errors)
+but read raw: the `data:` lines of the server-sent events are parsed here with orjson, which costs
+a fraction of the client's own stream (an SSE decoder in Python and a pydantic model per chunk;
+docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncGenerator, Mapping
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import openai
+import orjson
 from openai.types.chat import ChatCompletionMessageParam
 
 from core.settings import Settings
@@ -28,6 +35,7 @@ REQUEST_ID_HEADER: Final = "X-Request-Id"
 SUMMARY_TEMPERATURE: Final = 0.2
 # Connections beyond the stream limit, so summaries never wait behind suggestion streams.
 SPARE_CONNECTIONS: Final = 4
+_DONE: Final = b"[DONE]"
 
 
 class LlmError(Exception):
@@ -75,7 +83,9 @@ class SuggestionModel:
         # The pool's Limits class is whichever HTTP library this openai version is built on.
         limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
         connections = max_streams + SPARE_CONNECTIONS
-        http_client = openai.DefaultAsyncHttpxClient(
+        # openai's aiohttp transport (the `aiohttp` extra): aiohttp parses HTTP in C, a quarter
+        # less CPU per streamed suggestion than the default pure-Python one (docs/benchmarks.md).
+        http_client = openai.DefaultAioHttpClient(
             timeout=timeout,
             limits=limits_type(max_connections=connections, max_keepalive_connections=connections),
         )
@@ -112,21 +122,70 @@ class SuggestionModel:
         `request_id` is sent as `X-Request-Id`, which the simulator keys its timings by.
         """
         try:
-            chunks = await self._client.chat.completions.create(
+            async with self._client.chat.completions.with_streaming_response.create(
                 model=self.model,
                 messages=_message_params(prompt),
                 stream=True,
                 max_tokens=prompt.max_tokens or self._max_tokens,
                 temperature=self._temperature,
                 extra_headers=_headers(request_id),
-            )
-            async with chunks:
-                async for chunk in chunks:
-                    for choice in chunk.choices:
-                        if choice.delta.content:
-                            yield choice.delta.content
+            ) as response:
+                events = ServerSentEvents()
+                done = False
+                async for chunk in response.iter_bytes():
+                    if done:
+                        continue  # read to the end, so the connection goes back to the pool
+                    # What arrived together is yielded together: one delta, not one per token.
+                    pieces: list[str] = []
+                    for data in events.feed(chunk):
+                        if data == _DONE:
+                            done = True
+                            break
+                        pieces += self._contents(data)
+                    if pieces:
+                        yield "".join(pieces)
         except openai.OpenAIError as exc:
             raise self._wrap(exc) from exc
+        except _HTTP_TIMEOUT_ERRORS as exc:
+            raise LlmError(
+                f"LLM endpoint {self.base_url} timed out mid-stream",
+                kind="timeout",
+                url=self.base_url,
+            ) from exc
+        except _HTTP_ERRORS as exc:
+            raise LlmError(
+                f"LLM endpoint {self.base_url} failed mid-stream ({exc!r})",
+                kind="unavailable",
+                url=self.base_url,
+            ) from exc
+
+    def _contents(self, data: bytes) -> list[str]:
+        """The text of one streamed chunk (`choices[].delta.content`); an error event raises."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise LlmError(
+                f"LLM endpoint {self.base_url} sent a malformed event: {data[:200]!r}",
+                kind="unavailable",
+                url=self.base_url,
+            ) from exc
+        if not isinstance(chunk, dict):
+            return []
+        if error := chunk.get("error"):
+            message = error.get("message") if isinstance(error, dict) else None
+            raise LlmError(
+                f"LLM endpoint {self.base_url} failed: {message or 'an error event mid-stream'}",
+                kind="unavailable",
+                url=self.base_url,
+            )
+        return [
+            content
+            for choice in chunk.get("choices") or ()
+            if isinstance(choice, dict)
+            and isinstance(delta := choice.get("delta"), dict)
+            and isinstance(content := delta.get("content"), str)
+            and content
+        ]
 
     async def complete(self, prompt: Prompt, *, request_id: str | None = None) -> str:
         """The whole answer at once, from the summary model (for the rolling summary)."""
@@ -173,7 +232,10 @@ class SuggestionModel:
         """Our error for the SDK's, classified by what the caller can do about it."""
         status: int | None = None
         kind: LlmErrorKind
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, openai.APITimeoutError) and (refused := _refusal(exc)) is not None:
+            # openai's aiohttp transport reports every failed connect as a connect timeout.
+            kind, what = "unavailable", f"unreachable ({refused})"
+        elif isinstance(exc, openai.APITimeoutError):
             kind, what = "timeout", "timed out"
         elif isinstance(exc, openai.APIConnectionError):
             kind, what = "unavailable", f"unreachable ({exc.__cause__ or exc})"
@@ -194,6 +256,56 @@ class SuggestionModel:
         return LlmError(
             f"LLM endpoint {self.base_url} {what}", kind=kind, url=self.base_url, status=status
         )
+
+
+class ServerSentEvents:
+    """Splits a server-sent event stream, fed in chunks as they arrive, into its events' data.
+
+    Only `data:` fields matter here (several in one event are joined by newlines, as the
+    standard says); comments and the `event`, `id` and `retry` fields are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The data of every event that `chunk` completes."""
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        events: list[bytes] = []
+        for raw in lines:
+            line = raw.removesuffix(b"\r")
+            if not line:
+                if self._data:
+                    events.append(b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(b" ") else value)
+        return events
+
+
+def _refusal(exc: BaseException) -> OSError | None:
+    """The connection error (refused, reset, unreachable) behind `exc`, if one is."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _http_module() -> Any:
+    """The HTTP library under this openai version (httpx, or httpx2 in newer ones)."""
+    return sys.modules[type(openai.DEFAULT_CONNECTION_LIMITS).__module__.partition(".")[0]]
+
+
+# A stream's body is read outside the openai client, so its transport errors are mapped here.
+_HTTP_TIMEOUT_ERRORS: Final[type[Exception]] = _http_module().TimeoutException
+_HTTP_ERRORS: Final[type[Exception]] = _http_module().HTTPError
 
 
 def _headers(request_id: str | None) -> dict[str, str] | None:

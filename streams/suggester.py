@@ -27,6 +27,8 @@ Publish = Callable[[SuggestionEvent], Coroutine[Any, Any, None]]
 RECOVERY_ANSWER_WINDOW_S: Final = 10.0
 # Suffix of the id under which a recovered turn is answered again (its old id has ended).
 RETRY_SUFFIX: Final = "-r"
+# After a suggestion's first delta, what the LLM sends within this long goes out as one delta.
+DELTA_BATCH_S: Final = 0.03
 
 # Trace stages in pipeline order; timings are the gaps between consecutive stages present.
 STAGES: Final = (
@@ -55,8 +57,16 @@ def stage_timings(trace: dict[str, float]) -> dict[str, float]:
 class _InFlight:
     turn: Turn
     task: asyncio.Task[None]
-    text: str = ""
-    seq: int = 0
+    reader: asyncio.Task[None] | None = None  # reads the LLM's answer into `text`
+    text: str = ""  # everything the LLM has sent so far
+    shown: int = 0  # how much of `text` the deltas published so far carry
+    seq: int = 0  # deltas published so far
+
+    def cancel(self) -> None:
+        """Stop streaming now: neither task publishes anything after this returns."""
+        self.task.cancel()
+        if self.reader is not None:
+            _stop(self.reader)
 
 
 class SuggestionStreamer:
@@ -66,6 +76,12 @@ class SuggestionStreamer:
     stream never delays another conversation. New customer speech for a conversation cancels its
     in-flight suggestion (`cancelled`, reason `superseded`) and starts a new one with the
     combined text. An LLM error ends it as `failed` with the error's kind as `reason`.
+
+    The first fragment goes out as a delta at once; after it, fragments arriving within
+    `delta_batch_s` of each other go out together as one delta (`seq` counts deltas, `fullText`
+    is always the whole text so far, and the outcome follows the last of them), so each
+    suggestion costs a few Kafka records, not one per token. 0 sends whatever has arrived
+    whenever the previous delta is out.
 
     With a `ledger`, a turn is answered at most once (one delivered again is skipped), and the
     open turn is durable, so that after a crash the partition's next owner ends it (`recover`).
@@ -90,8 +106,11 @@ class SuggestionStreamer:
         ledger: TurnLedger | None = None,
         health: LlmHealth | None = None,
         answer_window_s: float = RECOVERY_ANSWER_WINDOW_S,
+        delta_batch_s: float = DELTA_BATCH_S,
         speculator: Speculator | None = None,
     ) -> None:
+        if delta_batch_s < 0:
+            raise ValueError(f"delta_batch_s must not be negative (got {delta_batch_s})")
         self._gate = gate
         self._speculator = speculator
         self._compose = compose
@@ -100,6 +119,7 @@ class SuggestionStreamer:
         self._ledger = ledger
         self._health = health
         self._answer_window_s = answer_window_s
+        self._delta_batch_s = delta_batch_s
         self._in_flight: dict[str, _InFlight] = {}
         # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
         self._taking: set[str] = set()
@@ -148,7 +168,7 @@ class SuggestionStreamer:
         """End the conversation's current turn, if any; returns `turn` with its text added."""
         previous = self._in_flight.pop(turn.conversation_id, None)
         if previous is not None:
-            previous.task.cancel()
+            previous.cancel()
             await self._finish(previous, kind="cancelled", reason="superseded")
             return replace(turn, text=f"{previous.turn.text} {turn.text}".strip())
         if (orphan := self._orphan(turn.conversation_id)) is not None:
@@ -187,11 +207,13 @@ class SuggestionStreamer:
 
     async def resume(self, conversation_id: str) -> None:
         """Re-send the in-flight suggestion's text so far, or how the last one ended (its
-        route changed)."""
+        route changed). The text so far is what its deltas carried, under the last delta's seq,
+        so the deltas that follow continue it exactly."""
         flight = self._in_flight.get(conversation_id)
         if flight is not None:
             if flight.seq > 0:
-                await self._redeliver(self._event(flight, kind="delta", text=flight.text))
+                shown = flight.text[: flight.shown]
+                await self._redeliver(self._event(flight, kind="delta", text=shown))
             return
         for event in self._last_endings.get(conversation_id, ()):
             await self._redeliver(event)
@@ -201,7 +223,7 @@ class SuggestionStreamer:
         self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
-            flight.task.cancel()
+            flight.cancel()
             await self._publish(self._event(flight, kind="cancelled", reason="conversation_ended"))
             self._close(flight.turn)
 
@@ -211,15 +233,16 @@ class SuggestionStreamer:
         self._last_endings.pop(conversation_id, None)
         flight = self._in_flight.pop(conversation_id, None)
         if flight is not None:
-            flight.task.cancel()
+            flight.cancel()
 
     async def close(self) -> None:
         """Stop every stream; their turns stay open in the ledger for the next owner."""
-        tasks = [flight.task for flight in self._in_flight.values()]
+        flights = list(self._in_flight.values())
         self._in_flight.clear()
         self._last_endings.clear()
-        for task in tasks:
-            task.cancel()
+        for flight in flights:
+            flight.cancel()
+        tasks = [t for flight in flights for t in (flight.task, flight.reader) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _orphan(self, conversation_id: str) -> OpenTurn | None:
@@ -227,23 +250,20 @@ class SuggestionStreamer:
 
     async def _stream(self, turn: Turn) -> None:
         cid = turn.conversation_id
+        reader: asyncio.Task[None] | None = None
         speculation = self._speculator.claim(turn) if self._speculator is not None else None
         try:
             async with self._llm_slot(speculation):
                 flight = self._in_flight.get(cid)
                 if flight is None or flight.turn.turn_id != turn.turn_id:
                     return
-                async for fragment in self._fragments(turn, speculation):
-                    if not fragment:
-                        continue
-                    if flight.seq == 0:
-                        # An adopted speculation's first token may predate the turn: kept as is.
-                        turn.trace.setdefault("llm_first_token", now_ms())
-                        if self._health is not None:
-                            self._health.succeeded()
-                    flight.seq += 1
-                    flight.text += fragment
-                    await self._publish(self._event(flight, kind="delta", text=fragment))
+                arrived, ended = asyncio.Event(), asyncio.Event()
+                reader = flight.reader = asyncio.get_running_loop().create_task(
+                    self._read(flight, self._fragments(turn, speculation), arrived, ended),
+                    name=f"llm-{cid}",
+                )
+                await self._send_deltas(flight, arrived, ended)
+                await reader  # done: raises the LLM's error, if it failed
                 turn.stamp("llm_done")
                 await self._finish(flight, kind="complete", text=flight.text.strip())
         except AdmissionRefusedError as exc:
@@ -261,9 +281,61 @@ class SuggestionStreamer:
             logger.exception("suggestion for turn %s of %s failed", turn.turn_id, cid)
             await self._fail(turn, reason="internal")
         finally:
+            if reader is not None:
+                _stop(reader)
             current = self._in_flight.get(cid)
             if current is not None and current.turn.turn_id == turn.turn_id:
                 del self._in_flight[cid]
+
+    async def _read(
+        self,
+        flight: _InFlight,
+        fragments: AsyncIterator[str],
+        arrived: asyncio.Event,
+        ended: asyncio.Event,
+    ) -> None:
+        """The LLM's answer into `flight.text`; the first fragment is published at once, and
+        `arrived` tells `_send_deltas` of every later one, `ended` of the end."""
+        try:
+            async for fragment in fragments:
+                if not fragment:
+                    continue
+                flight.text += fragment
+                if flight.seq == 0:
+                    # An adopted speculation's first token may predate the turn: kept as is.
+                    flight.turn.trace.setdefault("llm_first_token", now_ms())
+                    if self._health is not None:
+                        self._health.succeeded()
+                    await self._publish_delta(flight)
+                else:
+                    arrived.set()
+        finally:
+            ended.set()
+            arrived.set()
+
+    async def _send_deltas(
+        self, flight: _InFlight, arrived: asyncio.Event, ended: asyncio.Event
+    ) -> None:
+        """Publish what the reader adds after the first delta, gathered for `delta_batch_s`
+        (the end of the answer ends the gathering: the outcome never waits for the window)."""
+        while True:
+            await arrived.wait()
+            if self._delta_batch_s and not ended.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._delta_batch_s):
+                        await ended.wait()
+            arrived.clear()
+            last = ended.is_set()  # before publishing: text may still come while it is sent
+            if flight.seq > 0 and len(flight.text) > flight.shown:
+                await self._publish_delta(flight)
+            if last:
+                return
+
+    async def _publish_delta(self, flight: _InFlight) -> None:
+        fragment = flight.text[flight.shown :]
+        flight.shown = len(flight.text)
+        flight.seq += 1
+        await self._publish(self._event(flight, kind="delta", text=fragment))
 
     @contextlib.asynccontextmanager
     async def _llm_slot(self, speculation: Speculation | None) -> AsyncIterator[None]:
@@ -309,7 +381,7 @@ class SuggestionStreamer:
         """
         replay = [outcome]
         if flight.seq:
-            replay.insert(0, self._event(flight, kind="delta", text=flight.text))
+            replay.insert(0, self._event(flight, kind="delta", text=flight.text[: flight.shown]))
         self._last_endings[flight.turn.conversation_id] = tuple(
             replace(event, trace={}, timings={}) for event in replay
         )
@@ -327,7 +399,7 @@ class SuggestionStreamer:
         reason: str = "",
     ) -> SuggestionEvent:
         turn, seq, so_far = (
-            (flight.turn, flight.seq, flight.text)
+            (flight.turn, flight.seq, flight.text[: flight.shown])
             if isinstance(flight, _InFlight)
             else (flight, 0, "")
         )
@@ -345,3 +417,11 @@ class SuggestionStreamer:
             trace=dict(turn.trace) if carries_trace else {},
             event_time_ms=int(now_ms()),
         )
+
+
+def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel `task` if it runs; retrieve its outcome if it ended (so none goes unreported)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()

@@ -24,6 +24,20 @@ from teleprompter.options import (
 logger = logging.getLogger(__name__)
 
 
+def use_uvloop() -> None:
+    """Every event loop this process makes from now on is uvloop's (libuv, in C): the
+    system's processes spend a good part of their CPU in the event loop itself, and uvloop
+    cuts it (docs/benchmarks.md). Called by the commands that run a service, not by quick
+    tools. Where uvloop does not exist (Windows), asyncio's own loop serves."""
+    import asyncio  # noqa: PLC0415  # only the service commands run event loops
+
+    try:
+        import uvloop  # noqa: PLC0415  # only the service commands run event loops
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="teleprompter")
 def main() -> None:
@@ -90,6 +104,7 @@ def broker(ctx: click.Context, port: int | None, data_dir: Path | None) -> None:
     from broker import EmbeddedBroker, serve_until_signalled  # noqa: PLC0415  # keeps start-up light
 
     settings = settings_from_flags(ctx, broker_port=port, data_dir=data_dir)
+    use_uvloop()
     embedded = EmbeddedBroker(
         host=settings.broker_host,
         port=settings.broker_port,
@@ -112,6 +127,7 @@ def gateway(ctx: click.Context, port: int | None, gateway_id: str | None) -> Non
     settings = settings_from_flags(ctx, gateway_port=port, gateway_id=gateway_id)
     from gateway.server import run  # noqa: PLC0415  # only this command needs aiohttp and Kafka
 
+    use_uvloop()
     with one_line_errors(ctx):
         run(settings, on_listening=lambda url: click.echo(f"gateway listening on {url}"))
 
@@ -130,6 +146,7 @@ def worker(ctx: click.Context) -> None:
         resolve_model_source(settings.asr_model)
     except AsrModelError as exc:
         fail(ctx, f"{exc} (TELEPROMPTER_ASR_MODEL)")
+    use_uvloop()  # Faust's worker makes its loop through the policy
     with one_line_errors(ctx):
         try:
             run(settings)
@@ -151,6 +168,7 @@ def llm_sim(
     )
     from streams.llm_sim.server import run  # noqa: PLC0415 - only this command needs aiohttp
 
+    use_uvloop()
     with one_line_errors(ctx):
         run(settings)
 
@@ -351,6 +369,7 @@ def bench(
         unpunctuated=unpunctuated,
         measured=measured,
     )
+    use_uvloop()  # the load generator too: its CPU per turn is part of the report
     ctx.exit(run(options, settings, json_path=json_path, echo=click.echo))
 
 

@@ -7,7 +7,7 @@ import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -87,6 +87,8 @@ class ProcessUsage:
     cpu_share_mean: float  # cpu_s / wall seconds: 1.0 is one core fully busy
     cpu_share_peak: float  # the busiest sampling interval
     peak_rss_mb: float  # VmHWM: the most resident memory the process ever had
+    # cpu_s per customer turn sent in the same window: the figure that survives a busy machine.
+    cpu_ms_per_turn: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +141,8 @@ class Machine:
     python: str
     platform: str
     load_average_at_start: tuple[float, float, float]
+    # Latency figures only mean something on a quiet machine: this says whether it stayed so.
+    load_average_at_end: tuple[float, float, float] | None = None
 
     @classmethod
     def describe(cls) -> Machine:
@@ -150,6 +154,10 @@ class Machine:
             platform=platform.platform(),
             load_average_at_start=_load_average(),
         )
+
+    def ended(self) -> Machine:
+        """This description with the load average as the run ends."""
+        return replace(self, load_average_at_end=_load_average())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,9 +238,10 @@ class BenchReport:
             f"{self.duration_s:g} s, {where}{ttft}"
         )
         m = self.machine
+        at_end = "" if m.load_average_at_end is None else f", at end {m.load_average_at_end[0]:.2f}"
         out.append(
             f"machine: {m.cpus} x {m.cpu_model}, {m.memory_gib:g} GiB, Python {m.python}, "
-            f"load average at start {m.load_average_at_start[0]:.2f}"
+            f"load average at start {m.load_average_at_start[0]:.2f}{at_end}"
         )
         t = self.turns
         out.append(
@@ -269,12 +278,13 @@ class BenchReport:
         width = max([len(p.name) for p in self.processes] + [7])
         out.append(
             f"{'process'.ljust(width)}  {'pid':>7}  {'cpu s':>8}  {'cores':>6}  "
-            f"{'peak':>6}  {'peak RSS MB':>11}"
+            f"{'peak':>6}  {'peak RSS MB':>11}  {'cpu ms/turn':>11}"
         )
         for p in self.processes:
+            per_turn = "-" if p.cpu_ms_per_turn is None else f"{p.cpu_ms_per_turn:.1f}"
             out.append(
                 f"{p.name.ljust(width)}  {p.pid:>7}  {p.cpu_s:>8.1f}  {p.cpu_share_mean:>6.2f}  "
-                f"{p.cpu_share_peak:>6.2f}  {p.peak_rss_mb:>11.0f}"
+                f"{p.cpu_share_peak:>6.2f}  {p.peak_rss_mb:>11.0f}  {per_turn:>11}"
             )
         if self.errors:
             out.append("")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import aiohttp
+import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class ResendingSocket:
             self._audio_config = dict(message)
             if self._audio_offset:
                 stamped["offset"] = self._audio_offset
-        data = json.dumps(stamped)
+        data = orjson.dumps(stamped).decode()
         self.counts.messages_sent += 1
         await self._send(Unacked(kind="message", data=data, size=len(data.encode()), seq=seq))
         return seq
@@ -252,14 +252,14 @@ class ResendingSocket:
         except TimeoutError:
             await ws.close()
             return False
-        if first.type is not aiohttp.WSMsgType.TEXT or json.loads(first.data).get("type") != (
+        if first.type is not aiohttp.WSMsgType.TEXT or orjson.loads(first.data).get("type") != (
             "ready"
         ):
             if first.type is aiohttp.WSMsgType.CLOSE and first.data in FINAL_CLOSE_CODES:
                 self._final_close = int(first.data)
             await ws.close()
             return False
-        self.session_id = json.loads(first.data).get("session_id")
+        self.session_id = orjson.loads(first.data).get("session_id")
         async with self._send_lock:
             self._ws = ws
             await self._resend(ws, count=resending)
@@ -273,7 +273,7 @@ class ResendingSocket:
         frames = [item for item in self._unacked if item.kind == "frame"]
         if self._audio_config is not None and (frames or self._audio_offset):
             resume_at = frames[0].offset if frames else self._audio_offset
-            await ws.send_str(json.dumps({**self._audio_config, "offset": resume_at}))
+            await ws.send_str(orjson.dumps({**self._audio_config, "offset": resume_at}).decode())
         for item in self._unacked:
             if count and item.sent:
                 self.counts.resent += 1
@@ -287,7 +287,7 @@ class ResendingSocket:
             assert ws is not None
             async for frame in ws:
                 if frame.type is aiohttp.WSMsgType.TEXT:
-                    self._receive(json.loads(frame.data), loop.time())
+                    self._receive(orjson.loads(frame.data), loop.time())
             self._live.clear()
             self._changed.set()
             code = ws.close_code

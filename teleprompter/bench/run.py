@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,6 +64,11 @@ OVERHEAD_P50_MS: Final = 30.0
 OVERHEAD_P99_MS: Final = 80.0  # the pipeline issue's; the benchmark issue allows 100 at 500
 AUDIO_P50_MS: Final = 600.0
 AUDIO_P99_MS: Final = 900.0
+# The LLM simulator's capacity: concurrent streams it serves at its configured time to first
+# token (`python -m streams.llm_sim.bench --streams 256`: p99 within ~20%, docs/benchmarks.md).
+# The bench gives the workers that many slots between them, so that `throttled` means the
+# endpoint is full, not that a worker's default (64, for an endpoint of unknown size) is.
+SIMULATOR_STREAMS: Final = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +206,11 @@ def _local_settings(
         updates["workers"] = options.workers
     if options.speculative is not None:
         updates["speculative_suggestions"] = options.speculative
+    explicit = settings.model_fields_set
+    if settings.openai_base_url is None and "llm_max_streams" not in explicit:
+        updates["llm_max_streams"] = max(
+            1, SIMULATOR_STREAMS // updates.get("workers", settings.workers)
+        )
     return settings.model_copy(update=updates)
 
 
@@ -238,7 +248,16 @@ async def _measure(
         deadline_s=options.deadline_s,
         on_start=measure_after_warmup,
     )
-    processes = await sampler.stop()
+    machine = machine.ended()
+    turns_in_window = sum(
+        1 for t in driven.turns if t.planned_s >= warmup_s and t.sent_at is not None
+    )
+    processes = [
+        replace(p, cpu_ms_per_turn=round(p.cpu_s * 1000 / turns_in_window, 2))
+        if turns_in_window
+        else p
+        for p in await sampler.stop()
+    ]
 
     llm_calls = await count_llm_calls(
         target.llm_base_url,

@@ -10,10 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from core.settings import Settings
-from streams.llm import LlmError, SuggestionModel
+from streams.llm import LlmError, ServerSentEvents, SuggestionModel
 from streams.llm_sim.playbook import match_play, reply_fragments
 from streams.prompt import ConversationContext, Prompt, PromptBuilder
 from tests.streams.conftest import start_simulator
@@ -65,11 +66,13 @@ async def wait_for_outcome(server: TestServer, request_id: str, outcome: str) ->
             await asyncio.sleep(0.01)
 
 
-async def test_fragments_stream_as_the_endpoint_sends_them(
+async def test_the_text_streams_as_the_endpoint_sends_it(
     model: SuggestionModel, sim: TestServer
 ) -> None:
     fragments = [text async for text in model.stream(suggestion_prompt(), request_id="t-1")]
-    assert tuple(fragments) == reply_fragments(UTTERANCE)
+    # Tokens that arrive in one read come out as one fragment; none is lost or empty.
+    assert "".join(fragments) == "".join(reply_fragments(UTTERANCE))
+    assert all(fragments)
     assert "".join(fragments) in match_play(UTTERANCE).answers
     record = await sim_record(sim, "t-1")
     assert record is not None
@@ -85,7 +88,8 @@ async def test_prompt_max_tokens_overrides_the_configured_length(
 ) -> None:
     prompt = suggestion_prompt()
     short = Prompt(messages=prompt.messages, max_tokens=2)
-    assert [text async for text in model.stream(short)] == list(reply_fragments(UTTERANCE)[:2])
+    text = "".join([piece async for piece in model.stream(short)])
+    assert text == "".join(reply_fragments(UTTERANCE)[:2])
 
 
 async def test_complete_asks_the_summary_model_for_the_whole_answer(
@@ -202,7 +206,7 @@ async def test_built_from_settings(sim: TestServer) -> None:
     async with SuggestionModel.from_settings(settings) as model:
         assert model.base_url == settings.llm_base_url
         fragments = [text async for text in model.stream(suggestion_prompt())]
-    assert tuple(fragments) == reply_fragments(UTTERANCE)[:3]
+    assert "".join(fragments) == "".join(reply_fragments(UTTERANCE)[:3])
 
 
 async def test_many_concurrent_streams_share_one_client(model: SuggestionModel) -> None:
@@ -211,3 +215,99 @@ async def test_many_concurrent_streams_share_one_client(model: SuggestionModel) 
 
     replies = await asyncio.gather(*(collect() for _ in range(40)))
     assert set(replies) == {"".join(reply_fragments(UTTERANCE))}
+
+
+# --- the stream, read raw -----------------------------------------------------------------
+
+
+def test_server_sent_events_are_split_wherever_the_chunks_break() -> None:
+    body = (
+        b": a comment\r\n"
+        b'data: {"a": 1}\r\n\r\n'
+        b"event: ignored\n"
+        b"data: first line\n"
+        b"data:second line\n\n"
+        b"data: [DONE]\n\n"
+    )
+    expected = [b'{"a": 1}', b"first line\nsecond line", b"[DONE]"]
+    for size in (1, 3, 7, len(body)):
+        events = ServerSentEvents()
+        got = [
+            data for at in range(0, len(body), size) for data in events.feed(body[at : at + size])
+        ]
+        assert got == expected, size
+
+
+async def serve_events(body: bytes, *, cut: bool = False) -> TestServer:
+    """An endpoint that answers every completion with `body` as its event stream (and, with
+    `cut`, drops the connection after it)."""
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        if cut:
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+@pytest.mark.parametrize(
+    ("body", "cut", "kind", "named"),
+    [
+        (
+            b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n'
+            b'data: {"error": {"message": "overloaded"}}\n\n',
+            False,
+            "unavailable",
+            "overloaded",
+        ),
+        (b"data: {not json\n\n", False, "unavailable", "malformed"),
+        (
+            b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\n',
+            True,
+            "unavailable",
+            "mid-stream",
+        ),
+    ],
+    ids=["error event", "malformed event", "connection dropped"],
+)
+async def test_a_stream_failing_midway_is_an_llm_error_naming_why(
+    body: bytes, cut: bool, kind: str, named: str
+) -> None:
+    server = await serve_events(body, cut=cut)
+    try:
+        async with model_for(server) as model:
+            received: list[str] = []
+            with pytest.raises(LlmError) as caught:
+                async for text in model.stream(suggestion_prompt()):
+                    received.append(text)
+        assert caught.value.kind == kind
+        assert named in str(caught.value)
+        assert str(server.make_url("/v1")) in str(caught.value)
+    finally:
+        await server.close()
+
+
+async def test_choices_without_text_and_the_usage_chunk_yield_nothing() -> None:
+    body = (
+        b'data: {"choices": [{"delta": {"role": "assistant"}}]}\n\n'
+        b'data: {"choices": [{"delta": {"content": "Sure."}}]}\n\n'
+        b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n'
+        b'data: {"choices": [], "usage": {"completion_tokens": 1}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    server = await serve_events(body)
+    try:
+        async with model_for(server) as model:
+            assert [text async for text in model.stream(suggestion_prompt())] == ["Sure."]
+    finally:
+        await server.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import pytest
+
 from schemas.events import SuggestionEvent, Turn, now_ms
 from streams.admission import AdmissionGate
 from streams.ledger import OpenTurn, TurnLedger
@@ -43,6 +45,7 @@ def make(
     *,
     ledger: TurnLedger | None = None,
     answer_window_s: float = 10.0,
+    delta_batch_s: float = 0.03,
 ) -> tuple[SuggestionStreamer, ScriptedLlm, list[SuggestionEvent]]:
     llm, published = ScriptedLlm(), []
 
@@ -55,12 +58,25 @@ def make(
         publish=publish,
         ledger=ledger,
         answer_window_s=answer_window_s,
+        delta_batch_s=delta_batch_s,
     )
     return streamer, llm, published
 
 
 def kinds(events: list[SuggestionEvent], turn_id: str) -> list[str]:
     return [e.kind for e in events if e.turn_id == turn_id]
+
+
+def assert_exact(deltas: list[SuggestionEvent], answer: str) -> None:
+    """The delta protocol: seq rises from 1, each fullText is the last one plus its text, and
+    the last fullText is the whole answer (no byte lost, none twice)."""
+    assert [d.seq for d in deltas] == list(range(1, len(deltas) + 1))
+    so_far = ""
+    for delta in deltas:
+        assert delta.text
+        so_far += delta.text
+        assert delta.full_text == so_far
+    assert so_far == answer
 
 
 async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
@@ -72,13 +88,56 @@ async def test_fragments_stream_as_deltas_then_complete_with_timings() -> None:
     await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
 
     deltas = [e for e in published if e.kind == "delta"]
-    assert [d.seq for d in deltas] == [1, 2, 3]
-    assert [d.full_text for d in deltas] == ["We ", "We can ", "We can talk."]
-    assert "gateway_in" in deltas[0].trace and deltas[1].trace == {}
+    assert deltas[0].text == "We "  # the first fragment goes out at once, alone
+    assert_exact(deltas, "We can talk.")
+    assert "gateway_in" in deltas[0].trace and all(d.trace == {} for d in deltas[1:])
     complete = published[-1]
     assert complete.text == "We can talk."
     assert {"total", "llm_request->llm_first_token"} <= complete.timings.keys()
     assert len(streamer) == 0
+
+
+@pytest.mark.parametrize("delta_batch_s", [0.0, 0.03, 30.0])
+async def test_fragments_after_the_first_are_batched_and_every_byte_arrives_in_order(
+    delta_batch_s: float,
+) -> None:
+    streamer, llm, published = make(delta_batch_s=delta_batch_s)
+    await streamer.submit(turn("t1", "Is it secure?"))
+    fragments = ["Yes", ",", " we", " are", " SOC", " 2", " certified", "."]
+    for fragment in fragments:
+        llm.queue("t1").put_nowait(fragment)
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    deltas = [e for e in published if e.kind == "delta"]
+    # What the LLM had sent together went out together: fewer deltas than fragments.
+    assert len(deltas) < len(fragments)
+    assert_exact(deltas, "".join(fragments))
+    assert kinds(published, "t1") == ["delta"] * len(deltas) + ["complete"]
+
+
+async def test_a_batch_goes_out_without_waiting_for_the_next_fragment() -> None:
+    streamer, llm, published = make(delta_batch_s=0.05)
+    await streamer.submit(turn("t1", "Hello?"))
+    llm.queue("t1").put_nowait("Hi")
+    await wait_until(lambda: len(published) == 1, what="the first delta")
+    llm.queue("t1").put_nowait(" there")  # and then the LLM stalls
+    await wait_until(lambda: len(published) == 2, what="the second delta, alone")
+    assert (published[1].seq, published[1].text, published[1].full_text) == (
+        2,
+        " there",
+        "Hi there",
+    )
+    await streamer.close()
+
+
+async def test_the_end_of_the_answer_does_not_wait_for_the_batch_window() -> None:
+    streamer, llm, published = make(delta_batch_s=3600.0)
+    await streamer.submit(turn("t1", "Hello?"))
+    for fragment in ["Hi", " there", "!", None]:
+        llm.queue("t1").put_nowait(fragment)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+    assert_exact([e for e in published if e.kind == "delta"], "Hi there!")
 
 
 async def test_new_speech_cancels_the_in_flight_suggestion_and_combines_the_text() -> None:
@@ -120,6 +179,27 @@ async def test_a_slow_stream_does_not_delay_another_conversation() -> None:
     await wait_until(lambda: kinds(published, "fast")[-1:] == ["complete"], what="fast done")
     assert kinds(published, "slow") == []
     await streamer.close()
+
+
+async def test_a_resume_mid_batch_is_continued_exactly_by_the_deltas_after_it() -> None:
+    streamer, llm, published = make(delta_batch_s=3600.0)
+    await streamer.submit(turn("t1", "Pricing?"))
+    llm.queue("t1").put_nowait("It ")
+    await wait_until(lambda: len(published) == 1, what="the first delta")
+    llm.queue("t1").put_nowait("depends ")  # held back by the batch window
+    await asyncio.sleep(0)
+    await streamer.resume("c1")
+    llm.queue("t1").put_nowait("on seats.")
+    llm.queue("t1").put_nowait(None)
+    await wait_until(lambda: kinds(published, "t1")[-1:] == ["complete"], what="complete")
+
+    resent = published[1]
+    assert (resent.kind, resent.seq, resent.text, resent.full_text) == ("delta", 1, "It ", "It ")
+    # A client that starts from the resent delta and appends what follows gets every byte once.
+    after = [e for e in published[2:] if e.kind == "delta"]
+    assert [d.seq for d in after] == list(range(2, 2 + len(after)))
+    assert resent.full_text + "".join(d.text for d in after) == "It depends on seats."
+    assert after[-1].full_text == "It depends on seats."
 
 
 async def test_resume_resends_the_text_so_far() -> None:
