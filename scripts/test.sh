@@ -31,8 +31,8 @@ lint-imports --no-cache
 
 status=0
 echo "== the whole suite, on the embedded broker"
-python3 -m pytest "$@" || status=$?
+python3 -m pytest --durations=15 "$@" || status=$?
 if [ "$status" -eq 2 ]; then exit 2; fi  # interrupted, or a usage error: not worth a second run
 echo "== the Kafka-facing tests, on Apache Kafka"
-python3 -m pytest -m kafka --kafka-backend apache "$@" || status=$?
+python3 -m pytest -m kafka --kafka-backend apache --durations=15 "$@" || status=$?
 exit "$status"
