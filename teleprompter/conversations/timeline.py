@@ -248,6 +248,12 @@ class TimelineBuilder:
             t for t, run in self._runs.items() if now_ms - run.last_at_ms > self._delta_idle_ms
         ]:
             entries += self._close_run(turn_id)
+        for turn_id in [
+            t
+            for t, held in self._held.items()
+            if t not in self._runs and now_ms - held.at_ms > self._delta_idle_ms
+        ]:
+            entries.append(self._held.pop(turn_id))
         return entries
 
     def flush(self) -> list[TimelineEntry]:
@@ -318,8 +324,9 @@ class TimelineBuilder:
             if run is None or run.first.topic != record.topic:
                 return []
             return self._close_run(event.turn_id)
-        if run is not None:
-            # Read from another topic, the outcome may come before the stream's last deltas.
+        if run is not None or event.kind == "complete":
+            # Read from another topic, the outcome may come before the stream's deltas (a
+            # complete always had some): held until its run closes, or `delta_idle_ms`.
             self._held[event.turn_id] = _single(record)
             return []
         return [_single(record)]
