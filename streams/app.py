@@ -336,9 +336,7 @@ class SuggestionPipeline:
                 if cid not in self.coalescer:
                     self.coalescer.restore(cid, snapshot)
                 # Kept partitions too: a send that failed while Kafka moved is still owed.
-                if self.coalescer.outbox(cid):
-                    logger.info("re-sending the unconfirmed turns of %s", cid)
-                    await self._send_turns(cid)
+                await self._resend_outbox(cid)
             self._pause_changed.set()
             for orphan in self.ledger.open_turns(owned):
                 await self.streamer.recover(orphan)
@@ -464,6 +462,10 @@ class SuggestionPipeline:
         partition = self.coalescer.partition_of(conversation_id)
         if partition is None or partition not in self._owned_partitions():
             return
+        await self._resend_outbox(conversation_id)
+
+    async def _resend_outbox(self, conversation_id: str) -> None:
+        """The conversation's turns not yet confirmed by the broker, sent again."""
         if self.coalescer.outbox(conversation_id):
             logger.info("re-sending the unconfirmed turns of %s", conversation_id)
             await self._send_turns(conversation_id)

@@ -10,11 +10,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from core.kafka.admin import KafkaAdminError
+from core.kafka.groups import Partition
 
 logger = logging.getLogger(__name__)
-
-Partition = tuple[str, int]
-"""(topic, partition)"""
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 
