@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, Final, TypeVar, cast
 
 import faust
@@ -70,6 +71,9 @@ TURN_RESEND_BACKOFF_S: Final = 1.0
 # wait then lasts until 100 more sends, 0.1-0.8 s with no record processed (500 sessions,
 # docs/benchmarks.md). Values are bounded (a few KiB each), so this bounds the bytes too.
 PRODUCER_BUFFER_MESSAGES: Final = 2000
+# Turns made and not yet taken by this worker's suggester; each holds at most a few KiB of
+# text (MAX_PENDING_CHARS), so this bounds the queue to about a MiB.
+MAX_HANDED_TURNS: Final = 256
 
 
 class SuggestionPipeline:
@@ -166,6 +170,7 @@ class SuggestionPipeline:
         self._agent(self.catalog.profiles.name, "track-profiles", self._track_profiles)
         self._agent(self.catalog.summaries.name, "track-summaries", self._track_summaries)
         self.app.task(self._pause_clock)
+        self.app.task(self._answer_made_turns)
         self.app.task(self._run_speech_recognition)
         self.app.timer(IDLE_SWEEP_INTERVAL_S)(self._sweep_idle)
         # mode's Signal stubs reject any async receiver, though it awaits them at runtime.
@@ -176,6 +181,8 @@ class SuggestionPipeline:
         self._resends: dict[str, asyncio.Task[None]] = {}  # conversation id -> its re-send
         # Turns handed to the producer and not yet confirmed, so that none is sent twice.
         self._turns_sent: set[str] = set()
+        # Turns made here, on their way to this worker's suggester (_hand_over).
+        self._made_turns: asyncio.Queue[tuple[Turn, int]] = asyncio.Queue(MAX_HANDED_TURNS)
 
     # --- agents ---------------------------------------------------------------------------
     async def _transcribe(self, stream: Any) -> None:
@@ -210,13 +217,18 @@ class SuggestionPipeline:
                 self.speculator.heard(segment)
             if turn is not None:
                 await self._send_turns(cid)
-            else:
+                continue
+            if segment.final:
+                # A partial is not written: it only moves the offset and the pause deadline,
+                # and a partial taken again after a crash moves them again. The bench's
+                # customer sends ~5 per sentence, each a write of the whole snapshot.
                 self._save_coalescer(cid)
-                self._pause_changed.set()
+            self._pause_changed.set()
 
     async def _suggest(self, stream: Any) -> None:
         async for turn, partition, offset in self._positioned(stream, Turn):
-            await self.streamer.submit(turn, partition=partition, offset=offset)
+            if not await self.streamer.submit(turn, partition=partition, offset=offset):
+                self.metrics.turn_skipped()
 
     async def _track_routes(self, stream: Any) -> None:
         async for route in self._decoded(stream, SessionRoute):
@@ -440,6 +452,38 @@ class SuggestionPipeline:
             stored.add_done_callback(
                 functools.partial(self._on_turn_stored, conversation_id, turn.turn_id)
             )
+            self._hand_over(turn)
+
+    def _hand_over(self, turn: Turn) -> None:
+        """The turn to this worker's suggester at once, not through the turns topic.
+
+        The topic still carries it (for a new owner after a crash), and when it comes back the
+        suggester skips it as taken; a full queue only means the topic's copy is answered.
+        """
+        partition = self.coalescer.partition_of(turn.conversation_id)
+        if partition is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._made_turns.put_nowait((replace(turn, trace=dict(turn.trace)), partition))
+
+    async def _answer_made_turns(self) -> None:
+        """Takes the turns this worker made, one at a time and in order, as the agent does."""
+        while True:
+            turn, partition = await self._made_turns.get()
+            if partition not in self._owned_partitions():
+                continue  # moved away meanwhile: its new owner answers the topic's copy
+            try:
+                taken = await self.streamer.submit(turn, partition=partition)
+            except Exception:
+                # This task serves every conversation: one failure must not stop it.
+                logger.exception(
+                    "taking turn %s of %s failed; the turns topic's copy will be answered",
+                    turn.turn_id,
+                    turn.conversation_id,
+                )
+                continue
+            if not taken:
+                self.metrics.turn_skipped()
 
     def _on_turn_stored(
         self, conversation_id: str, turn_id: str, done: asyncio.Future[Any]

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from schemas.events import SuggestionEvent, SuggestionKind, Turn, now_ms
@@ -51,6 +51,12 @@ def stage_timings(trace: dict[str, float]) -> dict[str, float]:
     if len(present) > 1:
         timings["total"] = round(present[-1][1] - present[0][1], 3)
     return timings
+
+
+@dataclass(kw_only=True)
+class _TurnOrder:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding the lock or waiting for it
 
 
 @dataclass(kw_only=True)
@@ -121,8 +127,8 @@ class SuggestionStreamer:
         self._answer_window_s = answer_window_s
         self._delta_batch_s = delta_batch_s
         self._in_flight: dict[str, _InFlight] = {}
-        # Conversations whose new turn is being taken (its supersede may be waiting to be sent).
-        self._taking: set[str] = set()
+        # conversation -> the lock its turns are taken under, while any is being taken.
+        self._turn_orders: dict[str, _TurnOrder] = {}
         # conversation -> how its last suggestion ended, as a reconnecting client is told it;
         # in memory only: a reconnect is answered by the worker that saw the end.
         self._last_endings: dict[str, tuple[SuggestionEvent, ...]] = {}
@@ -143,17 +149,39 @@ class SuggestionStreamer:
         Returns False (and does nothing) for a turn the ledger has seen before. Never waits for
         the LLM; a superseded suggestion's `cancelled` is sent before the new turn is taken.
         """
+        async with self._turn_order(turn.conversation_id):
+            return await self._take(turn, partition=partition, offset=offset)
+
+    @contextlib.asynccontextmanager
+    async def _turn_order(self, conversation_id: str) -> AsyncIterator[None]:
+        """One turn of a conversation taken at a time, in the order they came.
+
+        Turns come from two places (the worker that made a turn hands it over at once, and the
+        turns topic brings it again, or brings one another worker made), and taking one may wait
+        to publish the cancellation of the one before: without this, the second of two turns
+        could end the first's predecessor twice, or the same turn could be taken twice.
+        """
+        order = self._turn_orders.get(conversation_id)
+        if order is None:
+            order = self._turn_orders[conversation_id] = _TurnOrder()
+        order.users += 1
+        try:
+            async with order.lock:
+                yield
+        finally:
+            order.users -= 1
+            if not order.users:
+                del self._turn_orders[conversation_id]
+
+    async def _take(self, turn: Turn, *, partition: int, offset: int | None) -> bool:
+        """`submit` with the conversation's turn order held."""
         if self._ledger is not None and not self._ledger.is_new(turn, offset=offset):
             logger.info(
                 "turn %s of %s was taken before: skipped", turn.turn_id, turn.conversation_id
             )
             return False
         turn.stamp("suggest_in")
-        self._taking.add(turn.conversation_id)
-        try:
-            turn = await self._end_current(turn)
-        finally:
-            self._taking.discard(turn.conversation_id)
+        turn = await self._end_current(turn)
         # The new suggestion is what a reconnecting client needs now.
         self._last_endings.pop(turn.conversation_id, None)
         if self._ledger is not None:
@@ -183,27 +211,25 @@ class SuggestionStreamer:
         """End a turn a lost worker left open: cancel it, and answer it again if it is recent."""
         turn = orphan.turn
         cid = turn.conversation_id
-        if cid in self._in_flight or cid in self._taking:
-            return  # this worker is answering the conversation already
-        await self._publish(self._event(turn, kind="cancelled", reason="worker_lost"))
-        self._close(turn)
-        age_s = (now_ms() - orphan.opened_ms) / 1000.0
-        if age_s > self._answer_window_s:
+        async with self._turn_order(cid):
+            still_open = self._orphan(cid)
+            if (
+                cid in self._in_flight
+                or still_open is None
+                or still_open.turn.turn_id != turn.turn_id
+            ):
+                return  # answered here already, or ended by a turn taken meanwhile
+            await self._publish(self._event(turn, kind="cancelled", reason="worker_lost"))
+            self._close(turn)
+            age_s = (now_ms() - orphan.opened_ms) / 1000.0
+            if age_s > self._answer_window_s:
+                logger.info("turn %s of %s lost %.0f s ago: cancelled", turn.turn_id, cid, age_s)
+                return
             logger.info(
-                "turn %s of %s lost %.0f s ago: cancelled",
-                turn.turn_id,
-                turn.conversation_id,
-                age_s,
+                "turn %s of %s lost %.1f s ago: answering it again", turn.turn_id, cid, age_s
             )
-            return
-        logger.info(
-            "turn %s of %s lost %.1f s ago: answering it again",
-            turn.turn_id,
-            turn.conversation_id,
-            age_s,
-        )
-        retry = replace(turn, turn_id=f"{turn.turn_id}{RETRY_SUFFIX}", trace=dict(turn.trace))
-        await self.submit(retry, partition=orphan.partition)
+            retry = replace(turn, turn_id=f"{turn.turn_id}{RETRY_SUFFIX}", trace=dict(turn.trace))
+            await self._take(retry, partition=orphan.partition, offset=None)
 
     async def resume(self, conversation_id: str) -> None:
         """Re-send the in-flight suggestion's text so far, or how the last one ended (its

@@ -1,9 +1,9 @@
 """A worker's Prometheus metrics, in a registry of its own, fed at a few points of the pipeline.
 
-The pipeline calls `turn_emitted`, `suggestion_published` (every outcome it publishes, whatever
-its kind, with its reason; a complete one also brings its stage timings), `speculation_ended`
-and `llm_error`. The
-endpoints set what is read at scrape time: conversations held and consumer lag per partition.
+The pipeline calls `turn_emitted`, `turn_skipped`, `suggestion_published` (every outcome it
+publishes, whatever its kind, with its reason; a complete one also brings its stage timings),
+`speculation_ended` and `llm_error`. The endpoints set what is read at scrape time:
+conversations held and consumer lag per partition.
 
 Label values are bounded: stage names, kinds and reasons beyond `MAX_LABEL_VALUES` distinct
 values count under "other", and a reason counts by its leading identifier ("error: timed out"
@@ -78,6 +78,12 @@ class WorkerMetrics:
         self.turns = Counter(
             "teleprompter_worker_turns", "Customer turns emitted by the coalescer", registry=r
         )
+        self.turns_skipped = Counter(
+            "teleprompter_worker_turns_skipped",
+            "Turns not answered because they were taken before: the turns topic's copy of a "
+            "turn this worker took at once, a redelivery, or a re-send after a crash",
+            registry=r,
+        )
         self.suggestions = Counter(
             "teleprompter_worker_suggestions",
             "Suggestion outcomes published, by kind (complete, cancelled, failed, throttled) "
@@ -132,6 +138,9 @@ class WorkerMetrics:
     # --- what the pipeline reports ----------------------------------------------------------
     def turn_emitted(self) -> None:
         self.turns.inc()
+
+    def turn_skipped(self) -> None:
+        self.turns_skipped.inc()
 
     def suggestion_published(self, event: SuggestionEvent) -> None:
         """Count an outcome by kind and reason; deltas are not outcomes and are ignored."""

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import SuggestionEvent, Turn, now_ms
 from streams.admission import AdmissionGate
-from streams.ledger import OpenTurn, TurnLedger
+from streams.ledger import TurnLedger
 from streams.llm import LlmError
 from streams.suggester import SuggestionStreamer, stage_timings
 from tests.streams.fake_table import conversation_table
@@ -39,6 +39,14 @@ def turn(turn_id: str, text: str, cid: str = "c1") -> Turn:
     return Turn(conversation_id=cid, turn_id=turn_id, text=text, trace={"gateway_in": 1.0})
 
 
+class SlowBroker:
+    """Holds every cancellation published until `took` is set."""
+
+    def __init__(self) -> None:
+        self.held: list[SuggestionEvent] = []
+        self.took = asyncio.Event()
+
+
 def make(
     max_active: int = 8,
     max_waiting: int = 3,
@@ -46,10 +54,14 @@ def make(
     ledger: TurnLedger | None = None,
     answer_window_s: float = 10.0,
     delta_batch_s: float = 0.03,
+    slow_broker: SlowBroker | None = None,
 ) -> tuple[SuggestionStreamer, ScriptedLlm, list[SuggestionEvent]]:
     llm, published = ScriptedLlm(), []
 
     async def publish(event: SuggestionEvent) -> None:
+        if slow_broker is not None and event.kind == "cancelled":
+            slow_broker.held.append(event)
+            await slow_broker.took.wait()
         published.append(event)
 
     streamer = SuggestionStreamer(
@@ -333,6 +345,28 @@ async def test_a_turn_delivered_again_is_not_answered_twice() -> None:
     assert llm.asked == ["Pricing?"]
 
 
+async def test_turns_taken_at_once_from_both_paths_are_taken_once_each_and_in_order() -> None:
+    # The worker that made t2 hands it over while the turns topic brings it too, and t3 comes
+    # while t1's cancellation is still on its way to the broker.
+    table, _ = conversation_table()
+    broker = SlowBroker()
+    streamer, llm, published = make(ledger=TurnLedger(table), slow_broker=broker)
+    await streamer.submit(turn("t1", "Pricing?"), partition=0)
+    takes = [
+        asyncio.create_task(streamer.submit(turn(turn_id, text), partition=0))
+        for turn_id, text in [("t2", "For ten seats?"), ("t2", "For ten seats?"), ("t3", "Yearly?")]
+    ]
+    await wait_until(lambda: len(broker.held) == 1, what="t1's cancellation on its way")
+    broker.took.set()
+
+    assert await asyncio.gather(*takes) == [True, False, True]
+    assert [(e.turn_id, e.reason) for e in published if e.kind == "cancelled"] == [
+        ("t1", "superseded"),
+        ("t2", "superseded"),
+    ]
+    await wait_until(lambda: "Pricing? For ten seats? Yearly?" in llm.asked, what="t3 asked")
+
+
 async def test_the_end_of_a_conversation_cancels_its_suggestion_with_that_reason() -> None:
     streamer, llm, published = make()
     await streamer.submit(turn("t1", "Bye?"))
@@ -363,7 +397,8 @@ async def test_an_old_turn_a_lost_worker_left_open_is_only_cancelled() -> None:
     table, _ = conversation_table()
     ledger = TurnLedger(table)
     streamer, llm, published = make(ledger=ledger, answer_window_s=10.0)
-    lost = OpenTurn(turn=turn("t1", "Pricing?"), partition=0, opened_ms=now_ms() - 60_000)
+    ledger.open(turn("t1", "Pricing?"), partition=0, opened_ms=now_ms() - 60_000)
+    [lost] = ledger.open_turns({0})
     await streamer.recover(lost)
     assert [(e.turn_id, e.kind, e.reason) for e in published] == [
         ("t1", "cancelled", "worker_lost")

@@ -104,6 +104,19 @@ async def test_the_worker_reports_turns_outcomes_stages_conversations_and_lag(
         assert total(after, "teleprompter_worker_turns_total") > total(
             before, "teleprompter_worker_turns_total"
         )
+
+        # The worker answered the turn it made at once; the turns topic's copy came back
+        # and was skipped, not answered a second time.
+        skipped = "teleprompter_worker_turns_skipped_total"
+
+        async def copy_skipped() -> Samples | None:
+            now = await scrape(http, url)
+            return now if total(now, skipped) > total(before, skipped) else None
+
+        await eventually(copy_skipped, what="the turns topic's copy to be skipped")
+        [complete] = rep.of_type("suggestion_complete")
+        deltas = rep.of_type("suggestion_delta", turn_id=complete["turn_id"])
+        assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
         ttft = "teleprompter_worker_stage_latency_seconds_count"
         assert total(after, ttft, stage=LLM_TTFT_STAGE) > total(before, ttft, stage=LLM_TTFT_STAGE)
         assert total(after, "teleprompter_worker_conversations") >= 1
