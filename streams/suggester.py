@@ -176,7 +176,8 @@ class SuggestionStreamer:
     async def _take(self, turn: Turn, *, partition: int, offset: int | None) -> bool:
         """`submit` with the conversation's turn order held."""
         if self._ledger is not None and not self._ledger.is_new(turn, offset=offset):
-            logger.info(
+            # Expected once per turn (the topic's copy of a turn handed over): counted, not logged.
+            logger.debug(
                 "turn %s of %s was taken before: skipped", turn.turn_id, turn.conversation_id
             )
             return False
