@@ -43,7 +43,7 @@ from schemas.events import AudioChunk, Speaker
 from streams.asr.audio import SAMPLE_RATE, AudioDecoder, Samples, check_format
 from streams.asr.decoder import MAX_AUDIO_S, Transcription, UtteranceDecoder
 from streams.asr.model import load_whisper_model, resolve_model_source
-from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler
+from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler, DecodeTally
 from streams.asr.vad import WINDOW_SAMPLES, StreamingVad
 
 if TYPE_CHECKING:
@@ -56,6 +56,10 @@ _WINDOW_MS: Final = WINDOW_SAMPLES / _SAMPLES_PER_MS
 _SENTENCE_END: Final = re.compile(r"[.?!…][\"')\]]*\s*$")
 _WORD: Final = re.compile(r"[a-z0-9']+")
 _REVISION_TAIL_MS: Final = 300.0
+PARTIAL_SHARE: Final = 0.25
+"""Seconds of decoding per second all partials of a worker may use together (a quarter of a
+core: what one stream's partials every 700 ms take). Under load partials thin out and finals,
+revisions and the rest of the worker keep the CPU."""
 StreamKey = tuple[str, Speaker]
 
 
@@ -166,6 +170,7 @@ class _Utterance:
     speech_end: int  # end of the last window the VAD called speech
     silence_start: int | None = None
     speculation: _Decode | None = None
+    speculate_to: int | None = None  # where this pause's speculation ends, submitted or not
     partial: _Decode | None = None
     partial_requested_to: int = 0
     partial_shown_to: int = 0
@@ -344,8 +349,8 @@ class StreamingRecognizer:
             if utterance.speech_end > utterance.sent_speech_end:  # words not yet in a final
                 if silence >= self._endpoint:
                     await self._endpoint_reached(utterance, end, silence)
-                elif silence >= self._speculate_after and not utterance.speculation:
-                    utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
+                elif silence >= self._speculate_after:
+                    self._speculate(utterance, end)
 
         if end - utterance.start >= self._max_utterance:
             speaking = utterance.silence_start is None
@@ -398,10 +403,28 @@ class StreamingRecognizer:
             )
         utterance.partial_requested_to = end
 
+    def _speculate(self, utterance: _Utterance, end: int) -> None:
+        """Decode the utterance so far in case this pause is the endpoint.
+
+        At once while a decode thread is free; under load only when one frees up before the
+        endpoint, or at the endpoint: most pauses are inside a sentence, and a decode started
+        and then dropped when speech resumes is CPU a queued final needed. It decodes the audio
+        up to where the pause began to count either way, so the text does not depend on load.
+        """
+        if utterance.speculation is not None:
+            return
+        if utterance.speculate_to is None:
+            utterance.speculate_to = end
+        if self._scheduler.final_would_start():
+            utterance.speculation = self._submit(
+                utterance, utterance.speculate_to, DecodePriority.FINAL
+            )
+
     def _drop_speculation(self, utterance: _Utterance) -> None:
         """Speech resumed: the speculative decode is not the final; at most a partial."""
         speculation = utterance.speculation
         utterance.speculation = None
+        utterance.speculate_to = None
         utterance.held = None
         if speculation is None:
             return
@@ -460,7 +483,8 @@ class StreamingRecognizer:
         """The speculative decode's result (submitted now if there is none); None if it failed."""
         decode = utterance.speculation
         if decode is None:
-            decode = utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
+            to = end if utterance.speculate_to is None else utterance.speculate_to
+            decode = utterance.speculation = self._submit(utterance, to, DecodePriority.FINAL)
         try:
             return await decode.job.future
         except asyncio.CancelledError:
@@ -482,6 +506,7 @@ class StreamingRecognizer:
         decode_end = utterance.speculation.end if utterance.speculation is not None else end
         utterance.held = None
         utterance.speculation = None
+        utterance.speculate_to = None
         utterance.sent_speech_end = utterance.speech_end
         # A partial of audio this final covers, finishing later, must not show after it.
         utterance.partial_shown_to = max(utterance.partial_shown_to, decode_end)
@@ -635,6 +660,8 @@ class EngineStats:
     decodes_batched: int
     partials_dropped: int
     revisions_dropped: int
+    decodes: dict[str, DecodeTally]
+    """Per kind (final, revision, partial): jobs, calls, audio and time decoded so far."""
 
 
 class SpeechRecognitionEngine:
@@ -658,6 +685,7 @@ class SpeechRecognitionEngine:
         results_size: int = 1024,
         idle_release_s: float = 30.0,
         max_batch: int = 4,
+        partial_share: float | None = PARTIAL_SHARE,
     ) -> None:
         self.config = config or RecognizerConfig()
         self._decoder = decoder
@@ -667,6 +695,7 @@ class SpeechRecognitionEngine:
             max_jobs=4 * max_streams + 16,
             decode_batch=decoder.decode_batch,
             max_batch=max_batch,
+            partial_share=partial_share,
         )
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-vad")
         self._results: asyncio.Queue[RecognizedText] = asyncio.Queue(maxsize=results_size)
@@ -730,6 +759,10 @@ class SpeechRecognitionEngine:
             + sum(s.recognizer.partials_dropped for s in self._streams.values()),
             revisions_dropped=self._revisions_dropped_closed
             + sum(s.recognizer.revisions_dropped for s in self._streams.values()),
+            decodes={
+                priority.name.lower(): dataclasses.replace(tally)
+                for priority, tally in self._scheduler.decoded.items()
+            },
         )
 
     @property

@@ -11,6 +11,7 @@ import pytest
 from streams.asr.audio import Samples
 from streams.asr.decoder import Transcription
 from streams.asr.scheduler import DecodePriority, DecodeScheduler, SchedulerClosedError
+from tests.waiting import wait_until
 
 
 class RecordingDecode:
@@ -198,5 +199,120 @@ async def test_waiting_jobs_of_one_kind_share_a_batch_and_a_lone_job_goes_alone(
         assert decode.order == [0, 1, 2, 3, 4]
         assert [(await f.future).text for f in finals] == ["audio 1", "audio 2", "audio 3"]
         assert scheduler.batched == 2
+    finally:
+        await scheduler.close()
+
+
+class FakeClock:
+    """Seconds that pass only when a test (or a fake decode) says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_partials_over_their_budget_wait_while_finals_run_until_time_refills_it() -> None:
+    clock = FakeClock()
+    decode = RecordingDecode()
+    partial_takes_s = {1.0: 1.0}  # the first partial decodes for a whole second
+
+    def timed(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        clock.now += partial_takes_s.get(float(audio[0]), 0.0)
+        return decode(audio, prompt, beam_size=beam_size)
+
+    scheduler = DecodeScheduler(
+        timed, workers=1, partial_share=0.5, partial_burst_s=0.1, clock=clock
+    )
+    try:
+        first = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        await asyncio.wait_for(first.future, 10)  # within the burst: runs at once
+        second = scheduler.submit(audio(2), DecodePriority.PARTIAL)
+        final = scheduler.submit(audio(3), DecodePriority.FINAL)
+        await asyncio.wait_for(final.future, 10)
+        assert second.pending, "0.9 s over a 0.5 s/s budget: the partial waits"
+        second.audio = audio(4)  # its stream gives it newer audio meanwhile
+
+        clock.now += 2.0  # refilled (to the 0.1 s burst)
+        revision = scheduler.submit(audio(5), DecodePriority.REVISION)
+        await asyncio.wait_for(asyncio.gather(second.future, revision.future), 10)
+        assert decode.order == [1, 3, 5, 4]
+    finally:
+        await scheduler.close()
+
+
+async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> None:
+    clock = FakeClock()
+    decode = RecordingDecode()
+
+    def slow(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        clock.now += 10.0  # every decode far beyond any partial budget
+        return decode(audio, prompt, beam_size=beam_size)
+
+    scheduler = DecodeScheduler(slow, workers=1, partial_share=0.1, clock=clock)
+    try:
+        partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        await asyncio.wait_for(partial.future, 10)
+        jobs = [
+            scheduler.submit(audio(m), priority)
+            for m, priority in ((2, DecodePriority.FINAL), (3, DecodePriority.REVISION))
+        ]
+        await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+        assert decode.order == [1, 2, 3]
+    finally:
+        await scheduler.close()
+
+
+async def test_decodes_are_tallied_by_kind_with_their_audio_and_time() -> None:
+    clock = FakeClock()
+    decode = RecordingDecode()
+
+    def timed(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        clock.now += 0.25
+        return decode(audio, prompt, beam_size=beam_size)
+
+    scheduler = DecodeScheduler(timed, workers=1, clock=clock)
+    try:
+        jobs = [
+            scheduler.submit(audio(m), priority)
+            for m, priority in (
+                (1, DecodePriority.FINAL),
+                (2, DecodePriority.FINAL),
+                (3, DecodePriority.PARTIAL),
+            )
+        ]
+        await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+        finals = scheduler.decoded[DecodePriority.FINAL]
+        assert (finals.jobs, finals.calls) == (2, 2)
+        assert finals.audio_s == pytest.approx(2 * 160 / 16000)
+        assert finals.busy_s == pytest.approx(0.5)
+        assert scheduler.decoded[DecodePriority.PARTIAL].jobs == 1
+        assert scheduler.decoded[DecodePriority.REVISION].jobs == 0
+    finally:
+        await scheduler.close()
+
+
+async def test_a_final_would_start_at_once_only_while_a_thread_is_free_and_no_final_waits() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        assert scheduler.final_would_start()
+        blocker = await hold_the_worker(decode, scheduler)
+        assert not scheduler.final_would_start()  # the only thread is busy
+        decode.gate.set()
+        await asyncio.wait_for(blocker, 10)
+        await wait_until(scheduler.final_would_start, what="the thread to be free again")
+
+        decode.gate.clear()
+        decode.entered.clear()
+        running = scheduler.submit(audio(1), DecodePriority.FINAL)
+        await asyncio.wait_for(asyncio.to_thread(decode.entered.wait, 10), 10)
+        waiting = scheduler.submit(audio(2), DecodePriority.FINAL)
+        waiting.cancel()
+        assert not scheduler.final_would_start()  # busy, though the waiting one was dropped
+        decode.gate.set()
+        await asyncio.wait_for(running.future, 10)
+        await wait_until(scheduler.final_would_start, what="the thread to be free again")
     finally:
         await scheduler.close()

@@ -7,8 +7,10 @@ real time; the recogniser decides on audio positions only, so this segments as a
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from streams.asr.corpus import (
     words,
 )
 from streams.asr.decoder import Transcription
-from streams.asr.scheduler import DecodeScheduler
+from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler
 from streams.asr.transcriber import (
     AsrCapacityError,
     RecognizedText,
@@ -34,6 +36,7 @@ from streams.asr.transcriber import (
     StreamingRecognizer,
 )
 from tests.streams.asr.conftest import from_mulaw_8k, to_mulaw_8k, to_pcm_s16le, with_pause
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # the real Whisper model
 
@@ -464,3 +467,78 @@ async def test_a_final_without_a_sentence_end_is_held_until_the_longer_pause(
     [held] = await speech_ends(450.0)
     assert at_the_pause is not None and at_the_pause < second_speech_ends_ms - 500
     assert held is not None and abs(held - second_speech_ends_ms) < 300
+
+
+async def test_under_load_a_pause_inside_speech_costs_no_decode_and_the_finals_stay_the_same(
+    corpus: list[SpokenSentence],
+) -> None:
+    """A pause's speculative final is decoded at once only while a decode thread is free; with
+    every thread busy it waits for the endpoint, so a pause that speech resumes after costs no
+    decode. Either way it decodes the same audio, so the finals do not depend on the load."""
+    first, second = corpus[0], corpus[1]
+    audio = with_pause(first, second, pause_s=0.1)
+    second_speech = second.speech_end - second.speech_start
+    mid_second_sentence = len(audio) - SAMPLE_RATE // 4 - second_speech // 2
+    gate = threading.Event()
+
+    def decode(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        gate.wait(timeout=30)
+        return Transcription(
+            text=f"{len(audio)} samples.",
+            no_speech_prob=0.0,
+            avg_logprob=-0.1,
+            audio_s=len(audio) / SAMPLE_RATE,
+            decode_ms=0.0,
+            is_speech=True,
+        )
+
+    async def transcribe(*, loaded: bool) -> tuple[int, list[tuple[str, float, int]]]:
+        """The finals asked for before the sentence ended, and the finals (text, end, revision)."""
+        scheduler = DecodeScheduler(decode, workers=1)
+        submitted: list[DecodePriority] = []
+        submit = scheduler.submit
+
+        def spy(audio: Samples, priority: DecodePriority, **kwargs: Any) -> DecodeJob:
+            submitted.append(priority)
+            return submit(audio, priority, **kwargs)
+
+        scheduler.submit = spy  # type: ignore[method-assign]  # counting what the recogniser asks
+        results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+        gate.set()
+        if loaded:
+            gate.clear()
+            blocker = submit(np.zeros(160, dtype=np.float32), DecodePriority.PARTIAL)
+            await wait_until(lambda: scheduler.busy == 1, what="the only thread to be taken")
+        with ThreadPoolExecutor(max_workers=1) as vad:
+            recognizer = StreamingRecognizer(
+                conversation_id=f"loaded-{loaded}",
+                scheduler=scheduler,
+                vad_executor=vad,
+                results=results,
+                config=RecognizerConfig(revision_beam_size=0),
+            )
+            await feed(recognizer, audio[:mid_second_sentence])
+            speculated = submitted.count(DecodePriority.FINAL)
+
+            async def the_rest() -> None:
+                start_ms = mid_second_sentence * 1000 / SAMPLE_RATE
+                await feed(recognizer, audio[mid_second_sentence:], start_ms=start_ms)
+                await recognizer.flush()
+
+            rest = asyncio.create_task(the_rest())
+            if loaded:  # still busy at the sentence's end: its final waits for the endpoint
+                await wait_until(lambda: DecodePriority.FINAL in submitted, what="the final")
+                gate.set()
+                await blocker.future
+            gate.set()
+            await asyncio.wait_for(rest, 30)
+        await scheduler.close()
+        texts = [results.get_nowait() for _ in range(results.qsize())]
+        return speculated, [(t.text, t.end_ms, t.revision) for t in texts if t.final]
+
+    idle_speculations, idle_finals = await transcribe(loaded=False)
+    loaded_speculations, loaded_finals = await transcribe(loaded=True)
+    assert idle_speculations >= 1, "the pause inside speech is speculated on while idle"
+    assert loaded_speculations == 0
+    assert loaded_finals == idle_finals
+    assert idle_finals, "the sentence has a final"
