@@ -90,6 +90,8 @@ class DecodeJob:
     future: asyncio.Future[Transcription]
     prompt: str = ""
     beam_size: int = 1
+    speculative: bool = False
+    """A final nobody waits for yet: it runs only when no other final waits."""
     started: bool = False
     cancelled: bool = False
 
@@ -107,6 +109,10 @@ class DecodeJob:
 
 class DecodeScheduler:
     """Decode jobs served first come, first served by `workers` threads, finals first.
+
+    Speculative finals come after the other finals: a speculation started and then dropped
+    when speech resumes is a decode lost, so under load it waits until nothing firmer does,
+    or until its endpoint confirms it; while threads are free it starts at once.
 
     Revisions and partials together may occupy at most `partial_workers` threads (by default
     all but one), so a final never waits behind them, only behind other finals: one stream's
@@ -144,7 +150,6 @@ class DecodeScheduler:
         self._decode = decode
         self._decode_batch = decode_batch
         self._max_batch = max_batch if decode_batch is not None else 1
-        self._workers = workers
         self._partial_workers = partial_workers or max(1, workers - 1)
         self._max_jobs = max_jobs
         self._finals: deque[DecodeJob] = deque()
@@ -173,14 +178,20 @@ class DecodeScheduler:
     def queued(self) -> int:
         return len(self._finals) + len(self._revisions) + len(self._partials)
 
-    def final_would_start(self) -> bool:
-        """Whether a final submitted now would start at once: a thread free, no final waiting."""
-        return self.busy < self._workers and all(job.cancelled for job in self._finals)
-
     def submit(
-        self, audio: Samples, priority: DecodePriority, *, prompt: str = "", beam_size: int = 1
+        self,
+        audio: Samples,
+        priority: DecodePriority,
+        *,
+        prompt: str = "",
+        beam_size: int = 1,
+        speculative: bool = False,
     ) -> DecodeJob:
-        """Queue a decode of `audio`; await `job.future` for its transcription."""
+        """Queue a decode of `audio`; await `job.future` for its transcription.
+
+        A `speculative` final (decoded in case a pause is the endpoint) runs only when no
+        other final waits; `confirm` it when someone waits for it, and it keeps its place.
+        """
         if self._closed:
             raise SchedulerClosedError("decode scheduler is closed")
         if self.queued >= self._max_jobs:
@@ -193,10 +204,17 @@ class DecodeScheduler:
             future=asyncio.get_running_loop().create_future(),
             prompt=prompt,
             beam_size=beam_size,
+            speculative=speculative and priority is DecodePriority.FINAL,
         )
         self._queue(priority).append(job)
         self._changed.set()
         return job
+
+    def confirm(self, job: DecodeJob) -> None:
+        """Someone waits for this speculative final now: it runs as any final, in its place."""
+        if job.speculative:
+            job.speculative = False
+            self._changed.set()
 
     async def close(self) -> None:
         """Stop the workers; jobs not yet started are cancelled, running ones finish."""
@@ -229,8 +247,12 @@ class DecodeScheduler:
             for queue in (self._finals, self._revisions, self._partials):
                 while queue and queue[0].cancelled:
                     queue.popleft()
-            if self._finals:
-                return self._finals.popleft()
+            final = self._first(self._finals, speculative=False) or self._first(
+                self._finals, speculative=True
+            )
+            if final is not None:
+                self._finals.remove(final)
+                return final
             if self._partials_running < self._partial_workers:
                 if self._revisions:
                     return self._revisions.popleft()
@@ -238,6 +260,10 @@ class DecodeScheduler:
                     return self._partials.popleft()
             self._changed.clear()
             await self._changed.wait()
+
+    @staticmethod
+    def _first(queue: deque[DecodeJob], *, speculative: bool) -> DecodeJob | None:
+        return next((j for j in queue if not j.cancelled and j.speculative == speculative), None)
 
     def _partial_allowed(self) -> bool:
         """Whether the partial budget has time left; if not, wake the workers when it will."""
@@ -261,7 +287,11 @@ class DecodeScheduler:
         for job in list(queue):
             if len(taken) + 1 >= self._max_batch:
                 break
-            if not job.cancelled and job.beam_size == first.beam_size:
+            if (
+                not job.cancelled
+                and job.beam_size == first.beam_size
+                and job.speculative == first.speculative
+            ):
                 queue.remove(job)
                 taken.append(job)
         return taken

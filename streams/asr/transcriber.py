@@ -6,7 +6,9 @@ The recogniser cuts the stream into utterances with Silero VAD and asks for deco
 
 - partials every `partial_interval_ms` of speech, at low priority, never waited for;
 - a speculative final as soon as the speaker pauses (`speculate_after_ms` of silence), so the
-  decode runs while the endpoint silence elapses;
+  decode runs while the endpoint silence elapses; it runs only on a thread no final someone
+  waits for wants (most pauses are inside a sentence, and a decode dropped when speech
+  resumes is CPU lost), and keeps its place in the queue for when its endpoint comes;
 - at the endpoint (`endpoint_silence_ms` of silence) the speculative decode is the final (the
   fast one a suggestion starts from); if it has not finished it is awaited, never repeated.
   If speech resumes first, it is dropped (or shown as a partial when already done). A final
@@ -170,7 +172,6 @@ class _Utterance:
     speech_end: int  # end of the last window the VAD called speech
     silence_start: int | None = None
     speculation: _Decode | None = None
-    speculate_to: int | None = None  # where this pause's speculation ends, submitted or not
     partial: _Decode | None = None
     partial_requested_to: int = 0
     partial_shown_to: int = 0
@@ -349,8 +350,10 @@ class StreamingRecognizer:
             if utterance.speech_end > utterance.sent_speech_end:  # words not yet in a final
                 if silence >= self._endpoint:
                     await self._endpoint_reached(utterance, end, silence)
-                elif silence >= self._speculate_after:
-                    self._speculate(utterance, end)
+                elif silence >= self._speculate_after and not utterance.speculation:
+                    utterance.speculation = self._submit(
+                        utterance, end, DecodePriority.FINAL, speculative=True
+                    )
 
         if end - utterance.start >= self._max_utterance:
             speaking = utterance.silence_start is None
@@ -381,11 +384,19 @@ class StreamingRecognizer:
             prompt=self._context if self.config.context_prompt else "",
         )
 
-    def _submit(self, utterance: _Utterance, end: int, priority: DecodePriority) -> _Decode:
+    def _submit(
+        self,
+        utterance: _Utterance,
+        end: int,
+        priority: DecodePriority,
+        *,
+        speculative: bool = False,
+    ) -> _Decode:
         audio = self._buffer.slice(utterance.start, end)
         # No prompt here: on the espeak corpus it made the fast greedy finals worse (4.4 -> 6.3 %
         # WER) and the held-out set no better; only the re-decode at the utterance's end has it.
-        return _Decode(job=self._scheduler.submit(audio, priority), end=end)
+        job = self._scheduler.submit(audio, priority, speculative=speculative)
+        return _Decode(job=job, end=end)
 
     def _request_partial(self, utterance: _Utterance, end: int) -> None:
         current = utterance.partial
@@ -403,28 +414,10 @@ class StreamingRecognizer:
             )
         utterance.partial_requested_to = end
 
-    def _speculate(self, utterance: _Utterance, end: int) -> None:
-        """Decode the utterance so far in case this pause is the endpoint.
-
-        At once while a decode thread is free; under load only when one frees up before the
-        endpoint, or at the endpoint: most pauses are inside a sentence, and a decode started
-        and then dropped when speech resumes is CPU a queued final needed. It decodes the audio
-        up to where the pause began to count either way, so the text does not depend on load.
-        """
-        if utterance.speculation is not None:
-            return
-        if utterance.speculate_to is None:
-            utterance.speculate_to = end
-        if self._scheduler.final_would_start():
-            utterance.speculation = self._submit(
-                utterance, utterance.speculate_to, DecodePriority.FINAL
-            )
-
     def _drop_speculation(self, utterance: _Utterance) -> None:
         """Speech resumed: the speculative decode is not the final; at most a partial."""
         speculation = utterance.speculation
         utterance.speculation = None
-        utterance.speculate_to = None
         utterance.held = None
         if speculation is None:
             return
@@ -483,8 +476,9 @@ class StreamingRecognizer:
         """The speculative decode's result (submitted now if there is none); None if it failed."""
         decode = utterance.speculation
         if decode is None:
-            to = end if utterance.speculate_to is None else utterance.speculate_to
-            decode = utterance.speculation = self._submit(utterance, to, DecodePriority.FINAL)
+            decode = utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
+        else:
+            self._scheduler.confirm(decode.job)  # someone waits for it now
         try:
             return await decode.job.future
         except asyncio.CancelledError:
@@ -506,7 +500,6 @@ class StreamingRecognizer:
         decode_end = utterance.speculation.end if utterance.speculation is not None else end
         utterance.held = None
         utterance.speculation = None
-        utterance.speculate_to = None
         utterance.sent_speech_end = utterance.speech_end
         # A partial of audio this final covers, finishing later, must not show after it.
         utterance.partial_shown_to = max(utterance.partial_shown_to, decode_end)

@@ -11,7 +11,6 @@ import pytest
 from streams.asr.audio import Samples
 from streams.asr.decoder import Transcription
 from streams.asr.scheduler import DecodePriority, DecodeScheduler, SchedulerClosedError
-from tests.waiting import wait_until
 
 
 class RecordingDecode:
@@ -293,26 +292,23 @@ async def test_decodes_are_tallied_by_kind_with_their_audio_and_time() -> None:
         await scheduler.close()
 
 
-async def test_a_final_would_start_at_once_only_while_a_thread_is_free_and_no_final_waits() -> None:
+async def test_a_speculative_final_runs_after_firmer_finals_until_confirmed_in_its_place() -> None:
     decode = RecordingDecode()
     scheduler = DecodeScheduler(decode, workers=1)
     try:
-        assert scheduler.final_would_start()
-        blocker = await hold_the_worker(decode, scheduler)
-        assert not scheduler.final_would_start()  # the only thread is busy
-        decode.gate.set()
-        await asyncio.wait_for(blocker, 10)
-        await wait_until(scheduler.final_would_start, what="the thread to be free again")
+        alone = scheduler.submit(audio(9), DecodePriority.FINAL, speculative=True)
+        await asyncio.wait_for(alone.future, 10)  # a free thread: it starts at once
 
-        decode.gate.clear()
-        decode.entered.clear()
-        running = scheduler.submit(audio(1), DecodePriority.FINAL)
-        await asyncio.wait_for(asyncio.to_thread(decode.entered.wait, 10), 10)
-        waiting = scheduler.submit(audio(2), DecodePriority.FINAL)
-        waiting.cancel()
-        assert not scheduler.final_would_start()  # busy, though the waiting one was dropped
+        blocker = await hold_the_worker(decode, scheduler)
+        never_confirmed = scheduler.submit(audio(1), DecodePriority.FINAL, speculative=True)
+        firm = scheduler.submit(audio(2), DecodePriority.FINAL)
+        confirmed = scheduler.submit(audio(3), DecodePriority.FINAL, speculative=True)
+        scheduler.confirm(confirmed)  # its endpoint came: someone waits for it now
+        later = scheduler.submit(audio(4), DecodePriority.FINAL)
+        revision = scheduler.submit(audio(5), DecodePriority.REVISION)
         decode.gate.set()
-        await asyncio.wait_for(running.future, 10)
-        await wait_until(scheduler.final_would_start, what="the thread to be free again")
+        jobs = (blocker, never_confirmed.future, firm.future, confirmed.future, later.future)
+        await asyncio.wait_for(asyncio.gather(*jobs, revision.future), 10)
+        assert decode.order == [9, 0, 2, 3, 4, 1, 5]
     finally:
         await scheduler.close()
