@@ -212,17 +212,27 @@ class FakeClock:
         return self.now
 
 
+class TimedDecode(RecordingDecode):
+    """A recording decode during which `clock` moves on by `takes_s[marker]` (or `default_s`)."""
+
+    def __init__(
+        self, clock: FakeClock, *, takes_s: dict[float, float] | None = None, default_s: float
+    ) -> None:
+        super().__init__()
+        self._clock = clock
+        self._takes_s = takes_s or {}
+        self._default_s = default_s
+
+    def __call__(self, audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        self._clock.now += self._takes_s.get(float(audio[0]), self._default_s)
+        return super().__call__(audio, prompt, beam_size=beam_size)
+
+
 async def test_partials_over_their_budget_wait_while_finals_run_until_time_refills_it() -> None:
     clock = FakeClock()
-    decode = RecordingDecode()
-    partial_takes_s = {1.0: 1.0}  # the first partial decodes for a whole second
-
-    def timed(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
-        clock.now += partial_takes_s.get(float(audio[0]), 0.0)
-        return decode(audio, prompt, beam_size=beam_size)
-
+    decode = TimedDecode(clock, takes_s={1.0: 1.0}, default_s=0.0)  # the first: a whole second
     scheduler = DecodeScheduler(
-        timed, workers=1, partial_share=0.5, partial_burst_s=0.1, clock=clock
+        decode, workers=1, partial_share=0.5, partial_burst_s=0.1, clock=clock
     )
     try:
         first = scheduler.submit(audio(1), DecodePriority.PARTIAL)
@@ -243,13 +253,8 @@ async def test_partials_over_their_budget_wait_while_finals_run_until_time_refil
 
 async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> None:
     clock = FakeClock()
-    decode = RecordingDecode()
-
-    def slow(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
-        clock.now += 10.0  # every decode far beyond any partial budget
-        return decode(audio, prompt, beam_size=beam_size)
-
-    scheduler = DecodeScheduler(slow, workers=1, partial_share=0.1, clock=clock)
+    decode = TimedDecode(clock, default_s=10.0)  # every decode far beyond the partial budget
+    scheduler = DecodeScheduler(decode, workers=1, partial_share=0.1, clock=clock)
     try:
         partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
         await asyncio.wait_for(partial.future, 10)
@@ -265,13 +270,8 @@ async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> No
 
 async def test_decodes_are_tallied_by_kind_with_their_audio_and_time() -> None:
     clock = FakeClock()
-    decode = RecordingDecode()
-
-    def timed(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
-        clock.now += 0.25
-        return decode(audio, prompt, beam_size=beam_size)
-
-    scheduler = DecodeScheduler(timed, workers=1, clock=clock)
+    decode = TimedDecode(clock, default_s=0.25)
+    scheduler = DecodeScheduler(decode, workers=1, clock=clock)
     try:
         jobs = [
             scheduler.submit(audio(m), priority)
