@@ -3,7 +3,8 @@
     python -m streams.asr.bench [--json FILE] [--sets own,held_out,recorded]
                                 [--silence-ms 150] [--streams 1,4,8,16] [--offline]
                                 [--revision-beam 5] [--prompt] [--hold-ms 150]
-                                [--utterance-end-ms 600]
+                                [--utterance-end-ms 600] [--partial-share 0.25]
+                                [--accuracy-only | --load-only]
 
 Speech sets (`streams.asr.corpus`): `own` (the corpus the recogniser was tuned on), `held_out`
 (other sentences, other espeak-ng voices, variants and rates) and `recorded` (a person reading,
@@ -15,7 +16,8 @@ from Debian's pocketsphinx-testdata; skipped when not installed). For each set i
   (what the first suggestion starts from), sentences split into several segments, revisions;
 - latency, fed in real time, one stream: true end of speech -> first final at that end, and
   -> each later revision (a revision that changes the words supersedes the suggestion);
-- capacity (own set): concurrent real-time streams until the latency p50 passes the target.
+- capacity (own set): concurrent real-time streams until the latency p50 passes the target,
+  with the decodes each kind (final, revision, partial) took: jobs, calls, audio, busy time.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from streams.asr.corpus import (
 from streams.asr.decoder import UtteranceDecoder
 from streams.asr.model import load_whisper_model, resolve_model_source
 from streams.asr.transcriber import (
+    PARTIAL_SHARE,
     RecognizedText,
     RecognizerConfig,
     SpeechRecognitionEngine,
@@ -85,6 +88,7 @@ class RunResult:
     cpu_cores_used: float
     max_feed_lag_ms: float
     revisions_dropped: int = 0
+    decodes: dict[str, dict[str, float]] = field(default_factory=dict)
     wer_by_voice: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, repr=False)
     worst: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -179,7 +183,9 @@ async def run_streams(
     for text in engine.take_ready():  # produced after the collector's last turn
         received.texts.setdefault(text.conversation_id, []).append((time.time() * 1000.0, text))
     result = _score(conversations, received, silence_ms=silence_ms, cpu=cpu)
-    result.revisions_dropped = engine.stats.revisions_dropped
+    stats = engine.stats
+    result.revisions_dropped = stats.revisions_dropped
+    result.decodes = {kind: asdict(tally) for kind, tally in stats.decodes.items()}
     return result
 
 
@@ -346,6 +352,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "context_prompt": args.prompt,
             "hold_unfinished_ms": args.hold_ms,
             "utterance_end_silence_ms": args.utterance_end_ms,
+            "partial_share": args.partial_share,
         },
         "sets": {},
     }
@@ -366,7 +373,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         corpus: Sequence[SpokenSentence], count: int, silence: float, real_time: bool
     ) -> RunResult:
         engine = SpeechRecognitionEngine(
-            decoder, config=config(silence, real_time), decode_workers=workers
+            decoder,
+            config=config(silence, real_time),
+            decode_workers=workers,
+            partial_share=args.partial_share or None,
         )
         try:
             return await run_streams(
@@ -375,7 +385,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await engine.close()
 
-    for name, corpus in sets.items():
+    for name, corpus in [] if args.load_only else sets.items():
         voices = len({s.voice.name for s in corpus})
         entry: dict[str, Any] = {"utterances": len(corpus), "voices": voices}
         if args.offline:
@@ -399,6 +409,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result = await run(own, count, args.silence_ms[0], True)
         load.append(_public(result) | {"load_average": _loadavg()})
         print(f"own       load      {_line(result)}  load {_loadavg()}")
+        print(f"    decodes {_decodes_line(result)}")
         if result.latency_ms["p50"] > TARGET_P50_MS * 2:
             break
     report["load"] = load
@@ -436,6 +447,14 @@ def _line(r: RunResult) -> str:
     )
 
 
+def _decodes_line(r: RunResult) -> str:
+    return "  ".join(
+        f"{kind} {d['jobs']:.0f} jobs/{d['calls']:.0f} calls {d['audio_s']:.0f} s audio "
+        f"{d['busy_s']:.1f} s busy"
+        for kind, d in r.decodes.items()
+    )
+
+
 def _csv_numbers(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part.strip()]
 
@@ -450,11 +469,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--streams", type=lambda t: [int(x) for x in _csv_numbers(t)], default=[1, 4, 8, 16]
     )
     parser.add_argument("--offline", action="store_true", help="also decode whole files")
-    parser.add_argument("--accuracy-only", action="store_true", help="no real-time runs")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--accuracy-only", action="store_true", help="no real-time runs")
+    only.add_argument("--load-only", action="store_true", help="only the --streams runs (own set)")
     parser.add_argument("--revision-beam", type=int, default=defaults.revision_beam_size)
     parser.add_argument("--prompt", action="store_true", help="re-decode with context prompt")
     parser.add_argument("--hold-ms", type=float, default=defaults.hold_unfinished_ms)
     parser.add_argument("--utterance-end-ms", type=float, default=defaults.utterance_end_silence_ms)
+    parser.add_argument(
+        "--partial-share",
+        type=float,
+        default=PARTIAL_SHARE,
+        help="decode seconds per second all partials may use; 0: no limit",
+    )
     parser.add_argument("--show-errors", type=int, default=0)
     parser.add_argument("--decode-workers", type=int, default=None)
     parser.add_argument("--cache-dir", default=None, help="where synthesised audio is kept")

@@ -6,12 +6,13 @@ import asyncio
 import enum
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from streams.asr.audio import Samples
+from streams.asr.audio import SAMPLE_RATE, Samples
 from streams.asr.decoder import Transcription
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,46 @@ DecodeBatch = Callable[..., list[Transcription]]
 """`decode_batch(audios, prompts, *, beam_size)`: `UtteranceDecoder.decode_batch`, blocking."""
 
 
+@dataclass
+class DecodeTally:
+    """What the decodes of one kind cost so far: jobs, calls (a batch is one), audio, time."""
+
+    jobs: int = 0
+    calls: int = 0
+    audio_s: float = 0.0
+    busy_s: float = 0.0
+    """Wall time of the calls: with one single-threaded decode per core, about CPU time."""
+
+
+class DecodeBudget:
+    """A share of decode time that one kind of job may use: `share` seconds of decoding per
+    second, saved up to `burst_s` while unused (a token bucket)."""
+
+    def __init__(self, *, share: float, burst_s: float, clock: Callable[[], float]) -> None:
+        if share <= 0 or burst_s <= 0:
+            raise ValueError(f"need share > 0 and burst_s > 0, got {share} and {burst_s}")
+        self._share = share
+        self._burst_s = burst_s
+        self._clock = clock
+        self._balance_s = burst_s
+        self._at = clock()
+
+    def available(self) -> bool:
+        return self._refilled() > 0
+
+    def seconds_until_available(self) -> float:
+        return max(0.0, -self._refilled()) / self._share
+
+    def spend(self, seconds: float) -> None:
+        self._balance_s = self._refilled() - seconds
+
+    def _refilled(self) -> float:
+        now = self._clock()
+        self._balance_s = min(self._burst_s, self._balance_s + (now - self._at) * self._share)
+        self._at = now
+        return self._balance_s
+
+
 class SchedulerClosedError(RuntimeError):
     """The scheduler was closed; no more decodes run."""
 
@@ -49,6 +90,8 @@ class DecodeJob:
     future: asyncio.Future[Transcription]
     prompt: str = ""
     beam_size: int = 1
+    speculative: bool = False
+    """A final nobody waits for yet: it runs only when no other final waits."""
     started: bool = False
     cancelled: bool = False
 
@@ -67,6 +110,10 @@ class DecodeJob:
 class DecodeScheduler:
     """Decode jobs served first come, first served by `workers` threads, finals first.
 
+    Speculative finals come after the other finals: a speculation started and then dropped
+    when speech resumes is a decode lost, so under load it waits until nothing firmer does,
+    or until its endpoint confirms it; while threads are free it starts at once.
+
     Revisions and partials together may occupy at most `partial_workers` threads (by default
     all but one), so a final never waits behind them, only behind other finals: one stream's
     backlog of partials or revisions cannot delay another stream's endpoint. The queue holds
@@ -76,6 +123,13 @@ class DecodeScheduler:
     With `decode_batch`, a thread that finds more jobs of the same kind waiting takes up to
     `max_batch` of them in one call: when streams queue up, each decode costs less CPU. A
     lone job is decoded alone, so batching adds nothing to latency while there is no queue.
+
+    With `partial_share`, partials together use at most that many seconds of decoding per
+    second (saved up to `partial_burst_s`): one stream's partials every 700 ms take about a
+    quarter of a core, so with many streams they would take every core left over, and the CPU
+    the rest of the worker needs. Over budget, a partial waits in the queue, where its stream
+    keeps giving it newer audio: partials get rarer under load, never stale. Finals and
+    revisions are never limited, so the transcript does not depend on the budget.
     """
 
     def __init__(
@@ -87,6 +141,9 @@ class DecodeScheduler:
         max_jobs: int = 1024,
         decode_batch: DecodeBatch | None = None,
         max_batch: int = 4,
+        partial_share: float | None = None,
+        partial_burst_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -105,6 +162,14 @@ class DecodeScheduler:
         ]
         self._closed = False
         self._partials_running = 0
+        self._clock = clock
+        self._partial_budget = (
+            None
+            if partial_share is None
+            else DecodeBudget(share=partial_share, burst_s=partial_burst_s, clock=clock)
+        )
+        self._budget_timer: asyncio.TimerHandle | None = None
+        self.decoded = {priority: DecodeTally() for priority in DecodePriority}
         self.busy = 0
         self.completed = 0
         self.batched = 0  # jobs decoded in a batch of more than one
@@ -114,9 +179,19 @@ class DecodeScheduler:
         return len(self._finals) + len(self._revisions) + len(self._partials)
 
     def submit(
-        self, audio: Samples, priority: DecodePriority, *, prompt: str = "", beam_size: int = 1
+        self,
+        audio: Samples,
+        priority: DecodePriority,
+        *,
+        prompt: str = "",
+        beam_size: int = 1,
+        speculative: bool = False,
     ) -> DecodeJob:
-        """Queue a decode of `audio`; await `job.future` for its transcription."""
+        """Queue a decode of `audio`; await `job.future` for its transcription.
+
+        A `speculative` final (decoded in case a pause is the endpoint) runs only when no
+        other final waits; `confirm` it when someone waits for it, and it keeps its place.
+        """
         if self._closed:
             raise SchedulerClosedError("decode scheduler is closed")
         if self.queued >= self._max_jobs:
@@ -129,14 +204,23 @@ class DecodeScheduler:
             future=asyncio.get_running_loop().create_future(),
             prompt=prompt,
             beam_size=beam_size,
+            speculative=speculative and priority is DecodePriority.FINAL,
         )
         self._queue(priority).append(job)
         self._changed.set()
         return job
 
+    def confirm(self, job: DecodeJob) -> None:
+        """Someone waits for this speculative final now: it runs as any final, in its place."""
+        if job.speculative:
+            job.speculative = False
+            self._changed.set()
+
     async def close(self) -> None:
         """Stop the workers; jobs not yet started are cancelled, running ones finish."""
         self._closed = True
+        if self._budget_timer is not None:
+            self._budget_timer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -163,15 +247,38 @@ class DecodeScheduler:
             for queue in (self._finals, self._revisions, self._partials):
                 while queue and queue[0].cancelled:
                     queue.popleft()
-            if self._finals:
-                return self._finals.popleft()
+            final = self._first(self._finals, speculative=False) or self._first(
+                self._finals, speculative=True
+            )
+            if final is not None:
+                self._finals.remove(final)
+                return final
             if self._partials_running < self._partial_workers:
                 if self._revisions:
                     return self._revisions.popleft()
-                if self._partials:
+                if self._partials and self._partial_allowed():
                     return self._partials.popleft()
             self._changed.clear()
             await self._changed.wait()
+
+    @staticmethod
+    def _first(queue: deque[DecodeJob], *, speculative: bool) -> DecodeJob | None:
+        return next((j for j in queue if not j.cancelled and j.speculative == speculative), None)
+
+    def _partial_allowed(self) -> bool:
+        """Whether the partial budget has time left; if not, wake the workers when it will."""
+        budget = self._partial_budget
+        if budget is None or budget.available():
+            return True
+        if self._budget_timer is None:
+            self._budget_timer = asyncio.get_running_loop().call_later(
+                budget.seconds_until_available() + 0.001, self._budget_refilled
+            )
+        return False
+
+    def _budget_refilled(self) -> None:
+        self._budget_timer = None
+        self._changed.set()
 
     def _companions(self, first: DecodeJob) -> list[DecodeJob]:
         """Up to `max_batch - 1` more waiting jobs that can share `first`'s decode call."""
@@ -180,7 +287,11 @@ class DecodeScheduler:
         for job in list(queue):
             if len(taken) + 1 >= self._max_batch:
                 break
-            if not job.cancelled and job.beam_size == first.beam_size:
+            if (
+                not job.cancelled
+                and job.beam_size == first.beam_size
+                and job.speculative == first.speculative
+            ):
                 queue.remove(job)
                 taken.append(job)
         return taken
@@ -210,6 +321,7 @@ class DecodeScheduler:
             partial = first.priority is not DecodePriority.FINAL
             self._partials_running += int(partial)
             self.busy += 1
+            started = self._clock()
             try:
                 results = await loop.run_in_executor(self._executor, self._call(jobs))
             except asyncio.CancelledError:
@@ -226,7 +338,18 @@ class DecodeScheduler:
                     if not job.future.done():
                         job.future.set_result(result)
             finally:
+                self._tally(jobs, self._clock() - started)
                 self._partials_running -= int(partial)
                 self.busy -= 1
                 self.completed += len(jobs)
                 self._changed.set()  # a partial slot may have opened
+
+    def _tally(self, jobs: list[DecodeJob], elapsed_s: float) -> None:
+        priority = jobs[0].priority
+        tally = self.decoded[priority]
+        tally.jobs += len(jobs)
+        tally.calls += 1
+        tally.audio_s += sum(len(job.audio) for job in jobs) / SAMPLE_RATE
+        tally.busy_s += elapsed_s
+        if priority is DecodePriority.PARTIAL and self._partial_budget is not None:
+            self._partial_budget.spend(elapsed_s)

@@ -6,7 +6,9 @@ The recogniser cuts the stream into utterances with Silero VAD and asks for deco
 
 - partials every `partial_interval_ms` of speech, at low priority, never waited for;
 - a speculative final as soon as the speaker pauses (`speculate_after_ms` of silence), so the
-  decode runs while the endpoint silence elapses;
+  decode runs while the endpoint silence elapses; it runs only on a thread no final someone
+  waits for wants (most pauses are inside a sentence, and a decode dropped when speech
+  resumes is CPU lost), and keeps its place in the queue for when its endpoint comes;
 - at the endpoint (`endpoint_silence_ms` of silence) the speculative decode is the final (the
   fast one a suggestion starts from); if it has not finished it is awaited, never repeated.
   If speech resumes first, it is dropped (or shown as a partial when already done). A final
@@ -43,7 +45,7 @@ from schemas.events import AudioChunk, Speaker
 from streams.asr.audio import SAMPLE_RATE, AudioDecoder, Samples, check_format
 from streams.asr.decoder import MAX_AUDIO_S, Transcription, UtteranceDecoder
 from streams.asr.model import load_whisper_model, resolve_model_source
-from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler
+from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler, DecodeTally
 from streams.asr.vad import WINDOW_SAMPLES, StreamingVad
 
 if TYPE_CHECKING:
@@ -56,6 +58,10 @@ _WINDOW_MS: Final = WINDOW_SAMPLES / _SAMPLES_PER_MS
 _SENTENCE_END: Final = re.compile(r"[.?!…][\"')\]]*\s*$")
 _WORD: Final = re.compile(r"[a-z0-9']+")
 _REVISION_TAIL_MS: Final = 300.0
+PARTIAL_SHARE: Final = 0.25
+"""Seconds of decoding per second all partials of a worker may use together (a quarter of a
+core: what one stream's partials every 700 ms take). Under load partials thin out and finals,
+revisions and the rest of the worker keep the CPU."""
 StreamKey = tuple[str, Speaker]
 
 
@@ -345,7 +351,9 @@ class StreamingRecognizer:
                 if silence >= self._endpoint:
                     await self._endpoint_reached(utterance, end, silence)
                 elif silence >= self._speculate_after and not utterance.speculation:
-                    utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
+                    utterance.speculation = self._submit(
+                        utterance, end, DecodePriority.FINAL, speculative=True
+                    )
 
         if end - utterance.start >= self._max_utterance:
             speaking = utterance.silence_start is None
@@ -376,11 +384,19 @@ class StreamingRecognizer:
             prompt=self._context if self.config.context_prompt else "",
         )
 
-    def _submit(self, utterance: _Utterance, end: int, priority: DecodePriority) -> _Decode:
+    def _submit(
+        self,
+        utterance: _Utterance,
+        end: int,
+        priority: DecodePriority,
+        *,
+        speculative: bool = False,
+    ) -> _Decode:
         audio = self._buffer.slice(utterance.start, end)
         # No prompt here: on the espeak corpus it made the fast greedy finals worse (4.4 -> 6.3 %
         # WER) and the held-out set no better; only the re-decode at the utterance's end has it.
-        return _Decode(job=self._scheduler.submit(audio, priority), end=end)
+        job = self._scheduler.submit(audio, priority, speculative=speculative)
+        return _Decode(job=job, end=end)
 
     def _request_partial(self, utterance: _Utterance, end: int) -> None:
         current = utterance.partial
@@ -461,6 +477,8 @@ class StreamingRecognizer:
         decode = utterance.speculation
         if decode is None:
             decode = utterance.speculation = self._submit(utterance, end, DecodePriority.FINAL)
+        else:
+            self._scheduler.confirm(decode.job)  # someone waits for it now
         try:
             return await decode.job.future
         except asyncio.CancelledError:
@@ -635,6 +653,8 @@ class EngineStats:
     decodes_batched: int
     partials_dropped: int
     revisions_dropped: int
+    decodes: dict[str, DecodeTally]
+    """Per kind (final, revision, partial): jobs, calls, audio and time decoded so far."""
 
 
 class SpeechRecognitionEngine:
@@ -658,6 +678,7 @@ class SpeechRecognitionEngine:
         results_size: int = 1024,
         idle_release_s: float = 30.0,
         max_batch: int = 4,
+        partial_share: float | None = PARTIAL_SHARE,
     ) -> None:
         self.config = config or RecognizerConfig()
         self._decoder = decoder
@@ -667,6 +688,7 @@ class SpeechRecognitionEngine:
             max_jobs=4 * max_streams + 16,
             decode_batch=decoder.decode_batch,
             max_batch=max_batch,
+            partial_share=partial_share,
         )
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-vad")
         self._results: asyncio.Queue[RecognizedText] = asyncio.Queue(maxsize=results_size)
@@ -730,6 +752,10 @@ class SpeechRecognitionEngine:
             + sum(s.recognizer.partials_dropped for s in self._streams.values()),
             revisions_dropped=self._revisions_dropped_closed
             + sum(s.recognizer.revisions_dropped for s in self._streams.values()),
+            decodes={
+                priority.name.lower(): dataclasses.replace(tally)
+                for priority, tally in self._scheduler.decoded.items()
+            },
         )
 
     @property

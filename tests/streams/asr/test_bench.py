@@ -31,3 +31,6 @@ async def test_run_streams_counts_finals_and_errors(
     assert result.wer_first_final <= 20
     assert result.latency_ms["n"] == 2
     assert result.wer_by_voice == {corpus[0].voice.name: result.wer}
+    assert set(result.decodes) == {"final", "revision", "partial"}
+    assert result.decodes["final"]["jobs"] >= 2  # one per sentence at least
+    assert result.decodes["final"]["audio_s"] >= conversation.speech_spans[0][1] / 16000 / 2

@@ -200,3 +200,115 @@ async def test_waiting_jobs_of_one_kind_share_a_batch_and_a_lone_job_goes_alone(
         assert scheduler.batched == 2
     finally:
         await scheduler.close()
+
+
+class FakeClock:
+    """Seconds that pass only when a test (or a fake decode) says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedDecode(RecordingDecode):
+    """A recording decode during which `clock` moves on by `takes_s[marker]` (or `default_s`)."""
+
+    def __init__(
+        self, clock: FakeClock, *, takes_s: dict[float, float] | None = None, default_s: float
+    ) -> None:
+        super().__init__()
+        self._clock = clock
+        self._takes_s = takes_s or {}
+        self._default_s = default_s
+
+    def __call__(self, audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        self._clock.now += self._takes_s.get(float(audio[0]), self._default_s)
+        return super().__call__(audio, prompt, beam_size=beam_size)
+
+
+async def test_partials_over_their_budget_wait_while_finals_run_until_time_refills_it() -> None:
+    clock = FakeClock()
+    decode = TimedDecode(clock, takes_s={1.0: 1.0}, default_s=0.0)  # the first: a whole second
+    scheduler = DecodeScheduler(
+        decode, workers=1, partial_share=0.5, partial_burst_s=0.1, clock=clock
+    )
+    try:
+        first = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        await asyncio.wait_for(first.future, 10)  # within the burst: runs at once
+        second = scheduler.submit(audio(2), DecodePriority.PARTIAL)
+        final = scheduler.submit(audio(3), DecodePriority.FINAL)
+        await asyncio.wait_for(final.future, 10)
+        assert second.pending, "0.9 s over a 0.5 s/s budget: the partial waits"
+        second.audio = audio(4)  # its stream gives it newer audio meanwhile
+
+        clock.now += 2.0  # refilled (to the 0.1 s burst)
+        revision = scheduler.submit(audio(5), DecodePriority.REVISION)
+        await asyncio.wait_for(asyncio.gather(second.future, revision.future), 10)
+        assert decode.order == [1, 3, 5, 4]
+    finally:
+        await scheduler.close()
+
+
+async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> None:
+    clock = FakeClock()
+    decode = TimedDecode(clock, default_s=10.0)  # every decode far beyond the partial budget
+    scheduler = DecodeScheduler(decode, workers=1, partial_share=0.1, clock=clock)
+    try:
+        partial = scheduler.submit(audio(1), DecodePriority.PARTIAL)
+        await asyncio.wait_for(partial.future, 10)
+        jobs = [
+            scheduler.submit(audio(m), priority)
+            for m, priority in ((2, DecodePriority.FINAL), (3, DecodePriority.REVISION))
+        ]
+        await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+        assert decode.order == [1, 2, 3]
+    finally:
+        await scheduler.close()
+
+
+async def test_decodes_are_tallied_by_kind_with_their_audio_and_time() -> None:
+    clock = FakeClock()
+    decode = TimedDecode(clock, default_s=0.25)
+    scheduler = DecodeScheduler(decode, workers=1, clock=clock)
+    try:
+        jobs = [
+            scheduler.submit(audio(m), priority)
+            for m, priority in (
+                (1, DecodePriority.FINAL),
+                (2, DecodePriority.FINAL),
+                (3, DecodePriority.PARTIAL),
+            )
+        ]
+        await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+        finals = scheduler.decoded[DecodePriority.FINAL]
+        assert (finals.jobs, finals.calls) == (2, 2)
+        assert finals.audio_s == pytest.approx(2 * 160 / 16000)
+        assert finals.busy_s == pytest.approx(0.5)
+        assert scheduler.decoded[DecodePriority.PARTIAL].jobs == 1
+        assert scheduler.decoded[DecodePriority.REVISION].jobs == 0
+    finally:
+        await scheduler.close()
+
+
+async def test_a_speculative_final_runs_after_firmer_finals_until_confirmed_in_its_place() -> None:
+    decode = RecordingDecode()
+    scheduler = DecodeScheduler(decode, workers=1)
+    try:
+        alone = scheduler.submit(audio(9), DecodePriority.FINAL, speculative=True)
+        await asyncio.wait_for(alone.future, 10)  # a free thread: it starts at once
+
+        blocker = await hold_the_worker(decode, scheduler)
+        never_confirmed = scheduler.submit(audio(1), DecodePriority.FINAL, speculative=True)
+        firm = scheduler.submit(audio(2), DecodePriority.FINAL)
+        confirmed = scheduler.submit(audio(3), DecodePriority.FINAL, speculative=True)
+        scheduler.confirm(confirmed)  # its endpoint came: someone waits for it now
+        later = scheduler.submit(audio(4), DecodePriority.FINAL)
+        revision = scheduler.submit(audio(5), DecodePriority.REVISION)
+        decode.gate.set()
+        jobs = (blocker, never_confirmed.future, firm.future, confirmed.future, later.future)
+        await asyncio.wait_for(asyncio.gather(*jobs, revision.future), 10)
+        assert decode.order == [9, 0, 2, 3, 4, 1, 5]
+    finally:
+        await scheduler.close()

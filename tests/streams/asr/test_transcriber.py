@@ -7,8 +7,10 @@ real time; the recogniser decides on audio positions only, so this segments as a
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from streams.asr.corpus import (
     words,
 )
 from streams.asr.decoder import Transcription
-from streams.asr.scheduler import DecodeScheduler
+from streams.asr.scheduler import DecodeJob, DecodePriority, DecodeScheduler
 from streams.asr.transcriber import (
     AsrCapacityError,
     RecognizedText,
@@ -34,6 +36,7 @@ from streams.asr.transcriber import (
     StreamingRecognizer,
 )
 from tests.streams.asr.conftest import from_mulaw_8k, to_mulaw_8k, to_pcm_s16le, with_pause
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # the real Whisper model
 
@@ -464,3 +467,70 @@ async def test_a_final_without_a_sentence_end_is_held_until_the_longer_pause(
     [held] = await speech_ends(450.0)
     assert at_the_pause is not None and at_the_pause < second_speech_ends_ms - 500
     assert held is not None and abs(held - second_speech_ends_ms) < 300
+
+
+async def test_a_pause_is_speculated_on_and_its_endpoint_confirms_that_decode_in_its_place(
+    corpus: list[SpokenSentence],
+) -> None:
+    """Pauses are decoded speculatively (behind every final someone waits for, so under load a
+    pause that speech resumes after costs no decode); the endpoint confirms the last one,
+    which then goes before finals asked for after it."""
+    audio = with_pause(corpus[0], corpus[1], pause_s=0.1)
+    gate = threading.Event()
+    decoded: list[int] = []
+
+    def decode(audio: Samples, prompt: str = "", *, beam_size: int = 1) -> Transcription:
+        gate.wait(timeout=30)
+        decoded.append(len(audio))
+        return Transcription(
+            text=f"{len(audio)} samples.",
+            no_speech_prob=0.0,
+            avg_logprob=-0.1,
+            audio_s=len(audio) / SAMPLE_RATE,
+            decode_ms=0.0,
+            is_speech=True,
+        )
+
+    scheduler = DecodeScheduler(decode, workers=1)
+    finals: list[tuple[DecodeJob, bool]] = []
+    submit = scheduler.submit
+
+    def spy(audio: Samples, priority: DecodePriority, **kwargs: Any) -> DecodeJob:
+        job = submit(audio, priority, **kwargs)
+        if priority is DecodePriority.FINAL:
+            finals.append((job, job.speculative))
+        return job
+
+    def confirmed() -> list[DecodeJob]:
+        return [job for job, speculative in finals if speculative and not job.speculative]
+
+    scheduler.submit = spy  # type: ignore[method-assign]  # watching what the recogniser asks
+    results: asyncio.Queue[RecognizedText] = asyncio.Queue()
+    blocker = submit(np.zeros(160, dtype=np.float32), DecodePriority.PARTIAL)
+    await wait_until(lambda: scheduler.busy == 1, what="the only thread to be taken")
+    with ThreadPoolExecutor(max_workers=1) as vad:
+        recognizer = StreamingRecognizer(
+            conversation_id="confirmed",
+            scheduler=scheduler,
+            vad_executor=vad,
+            results=results,
+            config=RecognizerConfig(revision_beam_size=0),
+        )
+
+        async def speak_and_end() -> None:
+            await feed(recognizer, audio)
+            await recognizer.flush()
+
+        speaking = asyncio.create_task(speak_and_end())
+        await wait_until(lambda: len(confirmed()) == 1, what="the endpoint to confirm a decode")
+        other_stream = submit(np.zeros(320, dtype=np.float32), DecodePriority.FINAL)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker.future, other_stream.future, speaking), 30)
+    await scheduler.close()
+
+    [endpoint] = confirmed()
+    assert len(finals) > 1, "pauses inside the sentence were speculated on too"
+    assert all(job.cancelled for job, _ in finals if job is not endpoint), "none decoded"
+    assert decoded[:3] == [160, len(endpoint.audio), 320]  # then partials, if any
+    [final] = [t for t in (results.get_nowait() for _ in range(results.qsize())) if t.final]
+    assert final.text == f"{len(endpoint.audio)} samples."
