@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from core.token_bucket import TokenBucket
 from streams.asr.audio import SAMPLE_RATE, Samples
 from streams.asr.decoder import Transcription
 
@@ -42,35 +43,6 @@ class DecodeTally:
     audio_s: float = 0.0
     busy_s: float = 0.0
     """Wall time of the calls: with one single-threaded decode per core, about CPU time."""
-
-
-class DecodeBudget:
-    """A share of decode time that one kind of job may use: `share` seconds of decoding per
-    second, saved up to `burst_s` while unused (a token bucket)."""
-
-    def __init__(self, *, share: float, burst_s: float, clock: Callable[[], float]) -> None:
-        if share <= 0 or burst_s <= 0:
-            raise ValueError(f"need share > 0 and burst_s > 0, got {share} and {burst_s}")
-        self._share = share
-        self._burst_s = burst_s
-        self._clock = clock
-        self._balance_s = burst_s
-        self._at = clock()
-
-    def available(self) -> bool:
-        return self._refilled() > 0
-
-    def seconds_until_available(self) -> float:
-        return max(0.0, -self._refilled()) / self._share
-
-    def spend(self, seconds: float) -> None:
-        self._balance_s = self._refilled() - seconds
-
-    def _refilled(self) -> float:
-        now = self._clock()
-        self._balance_s = min(self._burst_s, self._balance_s + (now - self._at) * self._share)
-        self._at = now
-        return self._balance_s
 
 
 class SchedulerClosedError(RuntimeError):
@@ -166,7 +138,8 @@ class DecodeScheduler:
         self._partial_budget = (
             None
             if partial_share is None
-            else DecodeBudget(share=partial_share, burst_s=partial_burst_s, clock=clock)
+            # Tokens are seconds of decoding; a decode is paid for once it ran (a debt).
+            else TokenBucket(rate_per_s=partial_share, burst=partial_burst_s, clock=clock)
         )
         self._budget_timer: asyncio.TimerHandle | None = None
         self.decoded = {priority: DecodeTally() for priority in DecodePriority}
@@ -268,11 +241,11 @@ class DecodeScheduler:
     def _partial_allowed(self) -> bool:
         """Whether the partial budget has time left; if not, wake the workers when it will."""
         budget = self._partial_budget
-        if budget is None or budget.available():
+        if budget is None or budget.tokens > 0:
             return True
         if self._budget_timer is None:
             self._budget_timer = asyncio.get_running_loop().call_later(
-                budget.seconds_until_available() + 0.001, self._budget_refilled
+                budget.seconds_until(0.0) + 0.001, self._budget_refilled
             )
         return False
 
@@ -352,4 +325,4 @@ class DecodeScheduler:
         tally.audio_s += sum(len(job.audio) for job in jobs) / SAMPLE_RATE
         tally.busy_s += elapsed_s
         if priority is DecodePriority.PARTIAL and self._partial_budget is not None:
-            self._partial_budget.spend(elapsed_s)
+            self._partial_budget.take(elapsed_s)

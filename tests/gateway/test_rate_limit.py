@@ -1,10 +1,8 @@
-"""Token buckets and the per-conversation budget, on a clock the tests turn by hand."""
+"""The per-conversation budget, on a clock the tests turn by hand."""
 
 from __future__ import annotations
 
-import pytest
-
-from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits, TokenBucket
+from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
 
 
 class Clock:
@@ -13,27 +11,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_a_bucket_starts_full_spends_and_refills_at_its_rate() -> None:
-    clock = Clock()
-    bucket = TokenBucket(rate_per_s=10.0, burst=5.0, clock=clock)
-    for _ in range(5):
-        assert bucket.can_take(1)
-        bucket.take(1)
-    assert not bucket.can_take(1)
-    clock.now += 0.25  # 2.5 tokens
-    assert bucket.can_take(2)
-    assert not bucket.can_take(3)
-    clock.now += 60.0  # never more than the burst
-    assert bucket.tokens == 5.0
-
-
-def test_a_bucket_needs_a_positive_rate_and_burst() -> None:
-    with pytest.raises(ValueError):
-        TokenBucket(rate_per_s=0.0, burst=1.0)
-    with pytest.raises(ValueError):
-        TokenBucket(rate_per_s=1.0, burst=0.0)
 
 
 def test_a_frame_passes_only_if_both_messages_and_bytes_allow_it() -> None:
