@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from core.kafka.groups import GroupAdmin
@@ -179,7 +180,12 @@ def test_watch_redraws_until_interrupted(workload: Workload) -> None:
     command = [sys.executable, "-m", "teleprompter", "groups", "describe", workload.group]
     process = subprocess.Popen(
         [*command, "--watch", "--json", *FAST],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": workload.bootstrap_servers},
+        # A hang is then diagnosable: SIGABRT prints every thread's stack.
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": workload.bootstrap_servers,
+            "PYTHONFAULTHANDLER": "1",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -188,7 +194,14 @@ def test_watch_redraws_until_interrupted(workload: Workload) -> None:
         assert process.stdout is not None
         samples = [json.loads(process.stdout.readline())["groups"][0]["samples"] for _ in range(3)]
         process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
+        # communicate, not wait: it drains both pipes, so a full pipe cannot block the exit.
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate()
+            pytest.fail(f"still running 30 s after Ctrl-C; stderr:\n{stderr}")
+        assert process.returncode == 0, stderr
     finally:
         if process.poll() is None:
             process.kill()

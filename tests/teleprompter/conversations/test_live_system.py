@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from teleprompter.cli import main
@@ -135,7 +136,7 @@ async def test_follow_stops_cleanly_on_ctrl_c_and_sigterm(
             try:
                 await follow.line(lambda line: line["type"] == "Turn")
                 follow.process.send_signal(signum)
-                await asyncio.wait_for(follow.process.wait(), 30)
+                await follow.exited(timeout_s=30)
             finally:
                 await follow.stop()
 
@@ -246,6 +247,17 @@ class Follow:
                 timeout_s,
             )
 
+    async def exited(self, timeout_s: float = 30) -> None:
+        """Wait for the process to end; if it hangs, fail with where every thread of it was
+        (faulthandler, on in `start_follow`, prints their stacks on SIGABRT)."""
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout_s)
+        except TimeoutError:
+            self.process.send_signal(signal.SIGABRT)
+            await self.process.wait()
+            await asyncio.gather(*self._readers)
+            pytest.fail(f"still running {timeout_s:g} s after the signal; stderr:\n{self.stderr}")
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
@@ -277,7 +289,8 @@ async def start_follow(system: LocalSystem, cid: str) -> Follow:
         "--follow",
         "--format",
         "jsonl",
-        env={**os.environ, **system_env(system)},
+        # A hang is then diagnosable: SIGABRT prints every thread's stack (Follow.exited).
+        env={**os.environ, **system_env(system), "PYTHONFAULTHANDLER": "1"},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
