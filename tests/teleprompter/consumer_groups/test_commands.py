@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from core.kafka.groups import GroupAdmin
 from teleprompter.cli import main
 from teleprompter.options import EXIT_USAGE
 from tests.group_workload import CLIENT_ID, PARTITIONS, Workload
+from tests.signals import interruptible
 
 # Synchronous on purpose: each command runs its own event loop (asyncio.run).
 FAST = ("--interval", "0.2")
@@ -177,7 +177,7 @@ def test_list_shows_the_group_with_state_lag_and_status(workload: Workload) -> N
 def test_watch_redraws_until_interrupted(workload: Workload) -> None:
     with workload.member() as member:
         member.commit(dict.fromkeys(range(PARTITIONS), 10))
-    command = [sys.executable, "-m", "teleprompter", "groups", "describe", workload.group]
+    command = interruptible("teleprompter", "groups", "describe", workload.group)
     process = subprocess.Popen(
         [*command, "--watch", "--json", *FAST],
         # A hang is then diagnosable: SIGABRT prints every thread's stack.

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from teleprompter.cli import main
 from teleprompter.local_system import LocalSystem
+from tests.signals import interruptible
 from tests.system_fixtures import RepClientFactory
 
 CUSTOMER_LINES = (
@@ -281,14 +281,7 @@ class Follow:
 
 async def start_follow(system: LocalSystem, cid: str) -> Follow:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "teleprompter",
-        "replay",
-        cid,
-        "--follow",
-        "--format",
-        "jsonl",
+        *interruptible("teleprompter", "replay", cid, "--follow", "--format", "jsonl"),
         # A hang is then diagnosable: SIGABRT prints every thread's stack (Follow.exited).
         env={**os.environ, **system_env(system), "PYTHONFAULTHANDLER": "1"},
         stdin=asyncio.subprocess.DEVNULL,
