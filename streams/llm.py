@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 LlmErrorKind = Literal["unavailable", "rate_limited", "bad_request", "timeout"]
 
 REQUEST_ID_HEADER: Final = "X-Request-Id"
+# The loggers of the HTTP clients under openai, which log every request at INFO.
+HTTP_CLIENT_LOGGERS: Final = ("httpx", "httpx2", "openai")
 SUMMARY_TEMPERATURE: Final = 0.2
 # Connections beyond the stream limit, so summaries never wait behind suggestion streams.
 SPARE_CONNECTIONS: Final = 4

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
 
 import faust
 
 from core.settings import Settings
 from streams.app import SuggestionPipeline
+from streams.llm import HTTP_CLIENT_LOGGERS
 from streams.membership import broker_session_floor_s, with_session_floor
 from streams.observability.metrics import WorkerMetrics
 from streams.observability.server import WorkerEndpoints
 
 logger = logging.getLogger(__name__)
 
-# The HTTP clients under openai log every request at INFO ("HTTP Request: POST ..."): one line
-# per suggestion, most of a busy worker's log and ~2 % of its CPU, and never news. Their
-# warnings and errors still show; at DEBUG, everything does.
-CHATTY_LOGGERS: Final = ("httpx", "httpx2", "openai")
-
 
 def run(settings: Settings) -> None:
     """Start the Faust worker; its own signal handlers stop it cleanly on SIGTERM or Ctrl-C."""
     # Read once, before the worker's event loop exists: nothing here can block it.
     settings = with_session_floor(settings, broker_session_floor_s(settings.bootstrap_servers))
+    # One INFO line per LLM request ("HTTP Request: POST ..."): most of a busy worker's log and
+    # ~2 % of its CPU, never news. Warnings and errors still show; at DEBUG, everything does.
     if logging.getLevelName(settings.log_level) > logging.DEBUG:
-        for name in CHATTY_LOGGERS:
+        for name in HTTP_CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     metrics = WorkerMetrics()
     pipeline = SuggestionPipeline(settings, metrics=metrics)

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from core.settings import Settings
 from core.tokens import SecretError, TokenSigner, resolve_secret
-from streams.llm import SuggestionModel
+from streams.llm import HTTP_CLIENT_LOGGERS, SuggestionModel
 from streams.suggester import STAGES
 from teleprompter.bench.baseline import (
     BaselineResult,
@@ -57,7 +57,6 @@ Echo = Callable[[str], None]
 
 EXIT_FAILED: Final = 2
 DEFAULT_WARMUP_S: Final = 5.0
-HTTP_CLIENT_LOGGERS: Final = ("httpx", "httpx2", "openai")
 
 # Budgets from the issues: pipes overhead (transcript mode), end of speech -> first token (audio).
 OVERHEAD_P50_MS: Final = 30.0
