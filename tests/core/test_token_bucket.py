@@ -5,18 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core.token_bucket import TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_a_bucket_starts_full_spends_and_refills_at_its_rate() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     bucket = TokenBucket(rate_per_s=10.0, burst=5.0, clock=clock)
     for _ in range(5):
         assert bucket.can_take(1)
@@ -37,7 +30,7 @@ def test_a_bucket_needs_a_positive_rate_and_burst() -> None:
 
 
 def test_a_debt_is_paid_off_by_the_refill_before_anything_can_be_taken() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     bucket = TokenBucket(rate_per_s=0.25, burst=1.0, clock=clock)
     bucket.take(2.0)  # a decode's cost, known once it ran
     assert bucket.tokens == -1.0

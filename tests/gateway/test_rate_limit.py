@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from gateway.rate_limit import ConversationRateLimit, ConversationRateLimits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_a_frame_passes_only_if_both_messages_and_bytes_allow_it() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     limit = ConversationRateLimit(
         messages_per_s=2.0, burst_messages=3, bytes_per_s=100.0, burst_bytes=1000, clock=clock
     )
@@ -28,7 +21,7 @@ def test_a_frame_passes_only_if_both_messages_and_bytes_allow_it() -> None:
 
 
 def test_a_refused_frame_costs_nothing() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     limit = ConversationRateLimit(
         messages_per_s=1.0, burst_messages=10, bytes_per_s=1.0, burst_bytes=100, clock=clock
     )
@@ -39,7 +32,11 @@ def test_a_refused_frame_costs_nothing() -> None:
 
 def test_a_conversations_connections_share_one_budget_until_the_last_one_ends() -> None:
     limits = ConversationRateLimits(
-        messages_per_s=1.0, burst_messages=2, bytes_per_s=1000.0, burst_bytes=1000, clock=Clock()
+        messages_per_s=1.0,
+        burst_messages=2,
+        bytes_per_s=1000.0,
+        burst_bytes=1000,
+        clock=ManualClock(now=100.0),
     )
     socket = limits.hold("c1")
     call = limits.hold("c1")  # a phone call's media stream of the same conversation

@@ -11,6 +11,7 @@ import pytest
 from streams.asr.audio import Samples
 from streams.asr.decoder import Transcription
 from streams.asr.scheduler import DecodePriority, DecodeScheduler, SchedulerClosedError
+from tests.manual_clock import ManualClock
 
 
 class RecordingDecode:
@@ -202,21 +203,11 @@ async def test_waiting_jobs_of_one_kind_share_a_batch_and_a_lone_job_goes_alone(
         await scheduler.close()
 
 
-class FakeClock:
-    """Seconds that pass only when a test (or a fake decode) says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class TimedDecode(RecordingDecode):
     """A recording decode during which `clock` moves on by `takes_s[marker]` (or `default_s`)."""
 
     def __init__(
-        self, clock: FakeClock, *, takes_s: dict[float, float] | None = None, default_s: float
+        self, clock: ManualClock, *, takes_s: dict[float, float] | None = None, default_s: float
     ) -> None:
         super().__init__()
         self._clock = clock
@@ -229,7 +220,7 @@ class TimedDecode(RecordingDecode):
 
 
 async def test_partials_over_their_budget_wait_while_finals_run_until_time_refills_it() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     decode = TimedDecode(clock, takes_s={1.0: 1.0}, default_s=0.0)  # the first: a whole second
     scheduler = DecodeScheduler(
         decode, workers=1, partial_share=0.5, partial_burst_s=0.1, clock=clock
@@ -252,7 +243,7 @@ async def test_partials_over_their_budget_wait_while_finals_run_until_time_refil
 
 
 async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     decode = TimedDecode(clock, default_s=10.0)  # every decode far beyond the partial budget
     scheduler = DecodeScheduler(decode, workers=1, partial_share=0.1, clock=clock)
     try:
@@ -269,7 +260,7 @@ async def test_finals_and_revisions_are_never_held_by_the_partial_budget() -> No
 
 
 async def test_decodes_are_tallied_by_kind_with_their_audio_and_time() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     decode = TimedDecode(clock, default_s=0.25)
     scheduler = DecodeScheduler(decode, workers=1, clock=clock)
     try:
